@@ -1,0 +1,61 @@
+"""The ``raynerf`` command line: a click group whose commands live one per module.
+
+Every command reports a :class:`~raynerf.errors.RaynerfError` as a single
+``Error: ...`` line with exit code 1 (see :class:`RaynerfGroup`).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from raynerf.errors import RaynerfError
+
+# command name -> "module:function"; modules are imported only when their command runs,
+# so `raynerf --help` stays fast and a command's heavy imports don't slow the others.
+COMMANDS = {
+    "make-scene": "raynerf.cli.scene_cmds:make_scene",
+    "info": "raynerf.cli.scene_cmds:info",
+    "train": "raynerf.cli.train_cmd:train",
+    "eval": "raynerf.cli.eval_cmd:eval_",
+    "render": "raynerf.cli.render_cmd:render",
+    "demo": "raynerf.cli.demo_cmd:demo",
+    "bench": "raynerf.cli.bench_cmd:bench",
+}
+
+
+class RaynerfGroup(click.Group):
+    """Lazily loaded commands; user errors become one ``Error:`` line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if self._load(name) is not None]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return self._load(name)
+
+    @staticmethod
+    def _load(name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # the command is not written yet
+                return None
+            raise
+        return getattr(module, attr)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RaynerfError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=RaynerfGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="raynerf")
+def main() -> None:
+    """Mip-NeRF 360 in JAX: train, evaluate and render scenes, from a CPU to a TPU pod."""

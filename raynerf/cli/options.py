@@ -1,0 +1,75 @@
+"""Options shared by several commands (scene, data dir, config, overrides, workdir)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from raynerf.config import Config, load_config
+from raynerf.errors import RaynerfError
+
+
+def scene_options(func):
+    """``--scene NAME`` and ``--data-dir D``: the scene folder is ``D/NAME``."""
+    func = click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("nerf_data"),
+        show_default=True,
+        help="Folder holding one folder per scene (as 360_v2.zip unzips).",
+    )(func)
+    func = click.option("--scene", required=True, help="Scene name, a folder of --data-dir.")(func)
+    return func
+
+
+def config_options(func):
+    """``--config NAME|PATH`` and repeated ``--set section.key=value``."""
+    func = click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="SECTION.KEY=VALUE",
+        help="Override one config value; repeatable.",
+    )(func)
+    func = click.option(
+        "--config",
+        "config_name",
+        default=None,
+        help="A config name from configs/ (360, tiny) or a .toml path [default: 360; "
+        "eval and render default to the run's own config.toml].",
+    )(func)
+    return func
+
+
+def build_config(config_name: str | None, overrides: tuple[str, ...], steps: int | None = None,
+                 workdir: Path | None = None) -> Config:
+    """The config named (default ``360``), or the workdir's saved ``config.toml`` when none
+    is named and ``workdir`` is given, with overrides and ``--steps`` applied."""
+    if config_name is None:
+        saved = workdir / "config.toml" if workdir is not None else None
+        config_name = str(saved) if saved is not None and saved.is_file() else "360"
+    config = load_config(config_name, overrides)
+    if steps is not None:
+        if steps <= 0:
+            raise RaynerfError(f"--steps must be positive, got {steps}")
+        config = config.replace({"train": {"max_steps": steps}})
+    return config
+
+
+def scene_dir(data_dir: Path, scene: str) -> Path:
+    """``DATA_DIR/SCENE``, with a clear error when either is missing."""
+    if not data_dir.is_dir():
+        raise RaynerfError(
+            f"data dir {data_dir} does not exist (pass --data-dir, or unzip 360_v2.zip there)"
+        )
+    path = data_dir / scene
+    if not path.is_dir():
+        present = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
+        hint = f"scenes there: {', '.join(present)}" if present else "it holds no scene folders"
+        raise RaynerfError(f"scene folder {path} does not exist ({hint})")
+    return path
+
+
+def default_workdir(workdir: Path | None, scene: str) -> Path:
+    return workdir if workdir is not None else Path("runs") / scene
