@@ -1,0 +1,104 @@
+"""``raynerf make-scene`` (generate the procedural scene) and ``raynerf info`` (dataset report)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import click
+import numpy as np
+
+from raynerf.cli.options import scene_dir, scene_options
+from raynerf.config import DataConfig
+from raynerf.errors import RaynerfError
+
+
+@click.command("make-scene")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--images", "num_images", default=64, show_default=True, help="Number of views.")
+@click.option("--width", default=640, show_default=True, help="Full-resolution width (multiple of 8).")
+@click.option("--height", default=480, show_default=True, help="Full-resolution height (multiple of 8).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the camera jitter and 3D points.")
+def make_scene(directory: Path, num_images: int, width: int, height: int, seed: int) -> None:
+    """Render the procedural 360 scene into DIRECTORY in the Mip-NeRF 360 layout."""
+    from raynerf.data.synthetic import make_scene as build
+
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise RaynerfError(f"{directory} already exists and is not empty; pick a new folder")
+    if width <= 0 or height <= 0 or width % 8 or height % 8:
+        raise RaynerfError(f"--width and --height must be positive multiples of 8, got {width}x{height}")
+    if num_images < 2:
+        raise RaynerfError(f"--images must be at least 2, got {num_images}")
+    build(directory, num_images=num_images, width=width, height=height, seed=seed, progress=True)
+    click.echo(f"wrote {num_images} views ({width}x{height}, factors 1/2/4/8) to {directory}")
+
+
+def _folder_report(path: Path, names: list[str]) -> list[str]:
+    """One line per images* folder: its size(s) over the model's image names."""
+    from raynerf.data.images import image_size
+
+    lines = []
+    for folder in sorted(p for p in path.glob("images*") if p.is_dir()):
+        sizes = Counter()
+        missing = 0
+        for name in names:
+            if (folder / name).is_file():
+                sizes[image_size(folder / name)] += 1
+            else:
+                missing += 1
+        text = ", ".join(f"{w}x{h} ({n})" if len(sizes) > 1 else f"{w}x{h}"
+                         for (w, h), n in sizes.most_common())
+        extra = f", {missing} missing" if missing else ""
+        lines.append(f"  {folder.name + '/':<11} {text or 'no model images'}{extra}")
+    return lines
+
+
+def _bounds(label: str, points: np.ndarray) -> str:
+    if len(points) == 0:
+        return f"  {label:<11} none"
+    lo, hi = points.min(0), points.max(0)
+    return f"  {label:<11} [{lo[0]:.2f}, {hi[0]:.2f}] x [{lo[1]:.2f}, {hi[1]:.2f}] x [{lo[2]:.2f}, {hi[2]:.2f}]"
+
+
+@click.command("info")
+@scene_options
+@click.option("--factor", default=DataConfig().factor, show_default=True,
+              help="Resolution factor: images_<factor>/ (1 = images/).")
+@click.option("--llffhold", default=DataConfig().llffhold, show_default=True,
+              help="Every llffhold-th image (sorted by name) is a test image.")
+@click.option("--downsample", is_flag=True, help="Create a missing images_<factor>/ from images/.")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Decode every image at this factor to catch corrupt files.")
+def info(scene: str, data_dir: Path, factor: int, llffhold: int, downsample: bool, check: bool) -> None:
+    """Print a report on a scene: splits, resolutions, cameras, capture kind, points, bounds."""
+    from raynerf.data.images import read_image
+    from raynerf.data.scene import load_scene
+
+    path = scene_dir(data_dir, scene)
+    loaded = load_scene(path, factor, llffhold=llffhold, downsample_missing=downsample)
+    if check:
+        for i in range(loaded.num_images):
+            read_image(loaded.image_path(i))
+    models = Counter(c.model for c in loaded.cameras)
+    centres = loaded.camtoworlds[:, :, 3]
+    radius = np.linalg.norm(centres, axis=-1)
+    lines = [
+        f"scene       {path}",
+        f"images      {loaded.num_images} ({len(loaded.train_indices)} train, "
+        f"{len(loaded.test_indices)} test, llffhold {llffhold})",
+        "folders",
+        *_folder_report(path, loaded.names),
+        f"factor      {factor}: {loaded.image_dir.name}/ "
+        f"{int(loaded.widths.max())}x{int(loaded.heights.max())}",
+        "cameras     " + ", ".join(f"{m} ({n} images)" for m, n in models.items()),
+        f"  image 0   fx {loaded.cameras[0].fx:.2f}  fy {loaded.cameras[0].fy:.2f}  "
+        f"cx {loaded.cameras[0].cx:.2f}  cy {loaded.cameras[0].cy:.2f} (at factor {factor})",
+        f"capture     {'forward-facing' if loaded.forward_facing else '360 (cameras surround the scene)'}",
+        f"points      {len(loaded.points)}",
+        f"normalised  scale {loaded.scale:.4g} per COLMAP unit; cameras {radius.min():.2f} "
+        f"to {radius.max():.2f} from the centre",
+        _bounds("cameras", centres),
+        _bounds("points", loaded.points),
+        _bounds("points 98%", np.percentile(loaded.points, [1, 99], axis=0)) if len(loaded.points) else "",
+    ]
+    click.echo("\n".join(line for line in lines if line))

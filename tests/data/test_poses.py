@@ -1,0 +1,42 @@
+"""360 pose normalisation against a capture whose focus point is known by construction."""
+
+import numpy as np
+import pytest
+
+from raynerf.data import poses
+from raynerf.data.synthetic import LOOK_AT, ring_cameras
+
+
+def _random_similarity(rng):
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    q *= np.sign(np.linalg.det(q))
+    return poses.similarity(q, rng.normal(size=3), 2.7)
+
+
+def test_focus_point_is_the_look_at_point():
+    np.testing.assert_allclose(poses.focus_point(ring_cameras(24, 0)), LOOK_AT, atol=1e-9)
+
+
+def test_normalise_recovers_centre_scale_and_up():
+    rng = np.random.default_rng(3)
+    cams = ring_cameras(30, 1)
+    garble = _random_similarity(rng)  # the same capture in an arbitrary world frame
+    cams_world = poses.transform_poses(garble, cams)
+    normalised, transform = poses.normalise_360(cams_world)
+    # the look-at point goes to the origin
+    np.testing.assert_allclose(poses.transform_points(transform, poses.transform_points(garble, LOOK_AT)), 0, atol=1e-9)
+    assert np.abs(normalised[:, :, 3]).max() == pytest.approx(1.0)
+    # the ring's axis (world z of the generator) becomes +z
+    up = poses.transform_points(transform @ garble, np.array([0.0, 0.0, 1.0])) - poses.transform_points(transform @ garble, np.zeros(3))
+    assert up[2] / np.linalg.norm(up) > 0.99
+    # poses map consistently: camera centres are transformed points, rotations orthonormal
+    np.testing.assert_allclose(normalised[:, :, 3], poses.transform_points(transform, cams_world[:, :, 3]), atol=1e-9)
+    rot = normalised[:, :, :3]
+    np.testing.assert_allclose(rot @ rot.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rot.shape), atol=1e-9)
+    assert np.allclose(np.linalg.det(rot), 1.0)
+
+
+def test_surround_versus_forward_facing():
+    assert poses.surrounds_scene(ring_cameras(20, 0))
+    half_ring = ring_cameras(40, 0)[:12]  # cameras over a 108 degree arc only
+    assert not poses.surrounds_scene(half_ring)
