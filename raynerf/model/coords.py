@@ -1,0 +1,164 @@
+"""Coordinate maps of Mip-NeRF 360: the s-space distance warp, the scene contraction
+(for points and, linearised, for Gaussians), and the positional encodings.
+
+Everything here is pure ``jax.numpy``, jit-compatible, and written so that gradients
+stay finite at the awkward inputs the renderer produces (the origin, points a million
+units away, zero-width intervals).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+Array = jnp.ndarray
+
+
+def construct_ray_warps(near: Array, far: Array) -> tuple[Callable[[Array], Array], Callable[[Array], Array]]:
+    """The pair of maps between metric distance ``t`` and normalised distance ``s``.
+
+    With ``g(x) = 1 / x``, ``s = (g(t) - g(near)) / (g(far) - g(near))``: ``s = 0`` at
+    ``near``, ``s = 1`` at ``far``, and evenly spaced ``s`` are evenly spaced in
+    disparity. ``near`` and ``far`` (positive, e.g. ``[..., 1]``) broadcast against
+    the distances (e.g. ``[..., n + 1]``).
+
+    Returns:
+      ``(t_to_s, s_to_t)``, each elementwise and the other's inverse.
+    """
+    g_near = 1.0 / near
+    g_far = 1.0 / far
+    span = g_far - g_near
+
+    def t_to_s(t: Array) -> Array:
+        return (1.0 / t - g_near) / span
+
+    def s_to_t(s: Array) -> Array:
+        # Interpolating g as (1 - s) g(near) + s g(far) is exact at s = 1.
+        return 1.0 / ((1.0 - s) * g_near + s * g_far)
+
+    return t_to_s, s_to_t
+
+
+def _radial_parts(x: Array) -> tuple[Array, Array, Array]:
+    """Overflow- and gradient-safe radial decomposition of points ``x`` [..., 3].
+
+    Returns:
+      outside: [...] bool, ``|x| > 1``.
+      radius: [...] ``|x|`` where outside, 1 elsewhere (never 0, never inf for finite x).
+      unit: [..., 3] ``x / |x|`` where outside, ``x`` elsewhere.
+    """
+    # Dividing by the largest component (a constant for autodiff) before squaring keeps
+    # |x|^2 from overflowing for huge points; the value and the gradient are unchanged.
+    scale = jax.lax.stop_gradient(jnp.maximum(jnp.max(jnp.abs(x), axis=-1, keepdims=True), 1.0))
+    y = x / scale
+    y_sq = jnp.sum(y * y, axis=-1)
+    outside = (scale[..., 0] > 1.0) | (y_sq > 1.0)
+    # Double-where: the branch that is not selected never sees |y| = 0.
+    y_norm = jnp.sqrt(jnp.where(outside, y_sq, 1.0))
+    radius = jnp.where(outside, scale[..., 0] * y_norm, 1.0)
+    unit = jnp.where(outside[..., None], y / y_norm[..., None], x)
+    return outside, radius, unit
+
+
+def contract(x: Array) -> Array:
+    """Mip-NeRF 360 scene contraction of points ``x`` [..., 3] -> [..., 3].
+
+    Identity inside the unit ball; outside, ``(2 - 1 / |x|) x / |x|``, so all of space
+    lands inside the ball of radius 2.
+    """
+    outside, radius, unit = _radial_parts(x)
+    return jnp.where(outside[..., None], (2.0 - 1.0 / radius)[..., None] * unit, x)
+
+
+def contract_jacobian(x: Array) -> Array:
+    """Closed-form Jacobian of :func:`contract` at ``x`` [..., 3] -> [..., 3, 3].
+
+    Outside the unit ball, with ``u = x / r``: the radial direction is scaled by
+    ``1 / r^2`` and the two tangential ones by ``(2r - 1) / r^2``:
+    ``J = (2r - 1) / r^2 (I - u u^T) + 1 / r^2 u u^T``. Inside, ``J = I``.
+    """
+    outside, radius, unit = _radial_parts(x)
+    inv_r2 = 1.0 / (radius * radius)
+    tangential = (2.0 * radius - 1.0) * inv_r2
+    eye = jnp.eye(3, dtype=x.dtype)
+    uut = unit[..., :, None] * unit[..., None, :]
+    jac = tangential[..., None, None] * (eye - uut) + inv_r2[..., None, None] * uut
+    return jnp.where(outside[..., None, None], jac, eye)
+
+
+def contract_gaussians(means: Array, covs: Array) -> tuple[Array, Array]:
+    """Pushes Gaussians through :func:`contract` by linearisation at their means.
+
+    Args:
+      means: [..., 3].
+      covs: [..., 3, 3].
+
+    Returns:
+      ``(contract(means), J covs J^T)``, shapes [..., 3] and [..., 3, 3], where ``J`` is
+      the Jacobian of the contraction at each mean.
+    """
+    jac = contract_jacobian(means)
+    new_covs = jnp.matmul(jnp.matmul(jac, covs), jnp.swapaxes(jac, -1, -2))
+    return contract(means), new_covs
+
+
+def lift_and_diagonalize(means: Array, covs: Array, basis: Array) -> tuple[Array, Array]:
+    """Projects Gaussians onto a set of directions, keeping per-direction variances.
+
+    Args:
+      means: [..., 3].
+      covs: [..., 3, 3].
+      basis: [3, num_dirs], one direction per column.
+
+    Returns:
+      lifted_means: [..., num_dirs], ``means @ basis``.
+      lifted_vars: [..., num_dirs], ``diag(basis^T covs basis)``.
+    """
+    basis = jnp.asarray(basis, dtype=means.dtype)
+    lifted_means = jnp.matmul(means, basis)
+    cov_basis = jnp.matmul(covs, basis)  # [..., 3, num_dirs]
+    lifted_vars = jnp.sum(basis * cov_basis, axis=-2)
+    return lifted_means, lifted_vars
+
+
+def _scaled_by_octaves(x: Array, min_deg: int, max_deg: int, power: float) -> Array:
+    """``x`` [..., D] times ``(2^l)^power`` for l in [min_deg, max_deg), as [..., L * D]
+    (octave-major: the D values of octave ``min_deg`` first)."""
+    scales = (2.0 ** jnp.arange(min_deg, max_deg, dtype=x.dtype)) ** power
+    scaled = x[..., None, :] * scales[:, None]
+    return scaled.reshape(x.shape[:-1] + (-1,))
+
+
+def integrated_pos_enc(means: Array, variances: Array, min_deg: int, max_deg: int) -> Array:
+    """Integrated positional encoding of diagonal Gaussians.
+
+    Each coordinate ``x`` with variance ``v`` gives, per degree ``l`` in
+    ``[min_deg, max_deg)``, ``E[sin(2^l X)]`` and ``E[cos(2^l X)]`` for
+    ``X ~ N(x, v)``: ``sin(2^l x) exp(-0.5 4^l v)`` and the cosine alike.
+
+    Args:
+      means, variances: [..., D].
+
+    Returns:
+      [..., 2 * D * (max_deg - min_deg)]: all sines (octave-major), then all cosines.
+    """
+    scaled_means = _scaled_by_octaves(means, min_deg, max_deg, 1.0)
+    scaled_vars = _scaled_by_octaves(jnp.maximum(variances, 0.0), min_deg, max_deg, 2.0)
+    damping = jnp.exp(-0.5 * scaled_vars)
+    return jnp.concatenate([damping * jnp.sin(scaled_means), damping * jnp.cos(scaled_means)], axis=-1)
+
+
+def pos_enc(x: Array, min_deg: int, max_deg: int, append_identity: bool = True) -> Array:
+    """Plain sinusoidal encoding of ``x`` [..., D].
+
+    Returns:
+      [..., D * (1 + 2 * (max_deg - min_deg))] with the identity (``x`` itself first),
+      else [..., 2 * D * (max_deg - min_deg)]: sines (octave-major), then cosines.
+    """
+    scaled = _scaled_by_octaves(x, min_deg, max_deg, 1.0)
+    encoded = jnp.concatenate([jnp.sin(scaled), jnp.cos(scaled)], axis=-1)
+    if append_identity:
+        return jnp.concatenate([x, encoded], axis=-1)
+    return encoded

@@ -1,0 +1,98 @@
+"""The Mip-NeRF 360 model: proposal sampling over three levels, then the NeRF MLP.
+
+Each level draws intervals in normalised s-space from the previous level's
+histogram (dilated, annealed), turns them into Gaussians, queries an MLP and
+composites. Gradients stop between levels; the proposal levels are supervised
+only through the interlevel loss.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from raynerf.config import ModelConfig
+from raynerf.model import stepfun
+from raynerf.model.coords import construct_ray_warps
+from raynerf.model.gaussians import cast_rays
+from raynerf.model.mlp import nerf_mlp, prop_mlp
+from raynerf.model.rays import Rays
+from raynerf.model.volume import compute_alpha_weights, volumetric_rendering
+
+S_DOMAIN = (0.0, 1.0)
+
+
+def level_dilation(config: ModelConfig, level: int) -> float:
+    """Dilation applied to the histogram entering ``level`` (> 0):
+    bias + multiplier / (product of the sample counts of the levels before it)."""
+    counts = level_sample_counts(config)
+    prod = 1
+    for n in counts[:level]:
+        prod *= n
+    return config.dilation_bias + config.dilation_multiplier * (S_DOMAIN[1] - S_DOMAIN[0]) / prod
+
+
+def level_sample_counts(config: ModelConfig) -> list[int]:
+    """Intervals per level: the proposal levels, then the NeRF level."""
+    return [config.num_prop_samples] * (config.num_levels - 1) + [config.num_nerf_samples]
+
+
+class MipNerf360(nn.Module):
+    """Rays in, one rendering per level out (the last one is the NeRF level)."""
+
+    config: ModelConfig
+    bg_rgb: float = 1.0  # seen only where acc < 1 (opaque_background=False)
+
+    def setup(self):
+        self.prop_mlp = prop_mlp(self.config)
+        self.nerf_mlp = nerf_mlp(self.config)
+
+    def __call__(
+        self, key: Optional[jax.Array], rays: Rays, train_frac: jnp.ndarray | float = 1.0
+    ) -> list[dict[str, jnp.ndarray]]:
+        """key: a PRNG key for training (jittered sampling) or None for deterministic
+        test-time sampling. rays: [..., k] fields. train_frac: fraction of training done.
+
+        Returns a list of ``num_levels`` dicts, each with ``sdist`` [..., n + 1],
+        ``tdist`` [..., n + 1], ``weights`` [..., n], ``acc``, ``distance_mean``,
+        ``distance_median`` [...], and (last level only) ``rgb`` [..., 3].
+        """
+        cfg = self.config
+        _, s_to_t = construct_ray_warps(rays.near, rays.far)
+        sdist = jnp.concatenate(
+            [jnp.full_like(rays.near, S_DOMAIN[0]), jnp.full_like(rays.far, S_DOMAIN[1])], axis=-1
+        )
+        weights = jnp.ones_like(rays.near)
+        anneal = stepfun.schlick_bias(jnp.asarray(train_frac, jnp.float32), cfg.anneal_slope) \
+            if cfg.anneal_slope > 0 else 1.0
+        renderings = []
+        for level, num_samples in enumerate(level_sample_counts(cfg)):
+            is_prop = level < cfg.num_levels - 1
+            if level > 0:
+                sdist, weights = stepfun.max_dilate_weights(
+                    sdist, weights, level_dilation(cfg, level), domain=S_DOMAIN, renormalize=True
+                )
+            logits = stepfun.resample_logits(sdist, weights, anneal, cfg.resample_padding)
+            level_key = None if key is None else jax.random.fold_in(key, level)
+            sdist = stepfun.sample_intervals(
+                level_key, sdist, logits, num_samples, cfg.single_jitter, domain=S_DOMAIN
+            )
+            if cfg.stop_level_grad:
+                sdist = jax.lax.stop_gradient(sdist)
+            tdist = s_to_t(sdist)
+            means, covs = cast_rays(tdist, rays.origins, rays.directions, rays.radii)
+            mlp = self.prop_mlp if is_prop else self.nerf_mlp
+            density, rgb = mlp(means, covs, rays.viewdirs)
+            weights = compute_alpha_weights(density, tdist, rays.directions, cfg.opaque_background)[0]
+            rendering = volumetric_rendering(rgb, weights, tdist, self.bg_rgb)
+            rendering.update(sdist=sdist, tdist=tdist, weights=weights)
+            renderings.append(rendering)
+        return renderings
+
+
+def init_params(model: MipNerf360, key: jax.Array, rays: Rays) -> dict:
+    """Parameters for ``model`` from a (small) ray batch of the right structure."""
+    return model.init(key, None, rays)["params"]

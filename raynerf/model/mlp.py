@@ -1,0 +1,120 @@
+"""The Mip-NeRF 360 MLPs: one configurable network serves as PropMLP and NerfMLP.
+
+Input: Gaussians (means [..., n, 3], covariances [..., n, 3, 3]) in the scene
+frame. They are contracted, projected onto the icosahedron basis and encoded
+with integrated positional encoding before the first layer.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from raynerf.config import ModelConfig
+from raynerf.model import coords
+from raynerf.model.basis import icosahedron_basis
+
+
+class MLP(nn.Module):
+    """A density MLP with an optional view-dependent colour branch.
+
+    ``skip_layer``: the encoded input is concatenated to the activations after
+    every layer ``i`` (0-based) with ``i % skip_layer == 0`` and ``i > 0``.
+    With ``bottleneck_width == 0`` the network predicts density only.
+    """
+
+    depth: int
+    width: int
+    skip_layer: int = 4
+    bottleneck_width: int = 0
+    viewdir_depth: int = 1
+    viewdir_width: int = 128
+    min_deg_point: int = 0
+    max_deg_point: int = 12
+    deg_view: int = 4
+    basis_subdivisions: int = 2
+    density_bias: float = -1.0
+    rgb_padding: float = 0.001
+    dtype: str = "float32"
+
+    @nn.compact
+    def __call__(
+        self, means: jnp.ndarray, covs: jnp.ndarray, viewdirs: Optional[jnp.ndarray] = None
+    ) -> tuple[jnp.ndarray, Optional[jnp.ndarray]]:
+        """means [..., n, 3], covs [..., n, 3, 3], viewdirs [..., 3] ->
+        density [..., n] and rgb [..., n, 3] (None for a density-only network)."""
+        dense = functools.partial(
+            nn.Dense,
+            kernel_init=jax.nn.initializers.he_uniform(),
+            dtype=jnp.dtype(self.dtype),
+            param_dtype=jnp.float32,
+        )
+        means, covs = coords.contract_gaussians(means, covs)
+        basis = jnp.asarray(icosahedron_basis(self.basis_subdivisions), means.dtype)
+        lifted_means, lifted_vars = coords.lift_and_diagonalize(means, covs, basis)
+        inputs = coords.integrated_pos_enc(
+            lifted_means, lifted_vars, self.min_deg_point, self.max_deg_point
+        )
+        x = inputs
+        for i in range(self.depth):
+            x = nn.relu(dense(self.width, name=f"layer_{i}")(x))
+            if i % self.skip_layer == 0 and i > 0:
+                x = jnp.concatenate([x, inputs.astype(x.dtype)], axis=-1)
+        raw_density = dense(1, name="density")(x)[..., 0].astype(jnp.float32)
+        density = jax.nn.softplus(raw_density + self.density_bias)
+        if self.bottleneck_width == 0:
+            return density, None
+
+        bottleneck = dense(self.bottleneck_width, name="bottleneck")(x)
+        view_enc = coords.pos_enc(viewdirs, 0, self.deg_view, append_identity=True)
+        view_enc = jnp.broadcast_to(
+            view_enc[..., None, :], bottleneck.shape[:-1] + view_enc.shape[-1:]
+        )
+        x = jnp.concatenate([bottleneck, view_enc.astype(bottleneck.dtype)], axis=-1)
+        for i in range(self.viewdir_depth):
+            x = nn.relu(dense(self.viewdir_width, name=f"view_layer_{i}")(x))
+        raw_rgb = dense(3, name="rgb")(x).astype(jnp.float32)
+        rgb = jax.nn.sigmoid(raw_rgb) * (1 + 2 * self.rgb_padding) - self.rgb_padding
+        return density, rgb
+
+
+def prop_mlp(config: ModelConfig, **kwargs) -> MLP:
+    """The proposal network (density only), shared by every proposal level."""
+    return MLP(
+        depth=config.prop_net_depth,
+        width=config.prop_net_width,
+        skip_layer=config.skip_layer,
+        bottleneck_width=0,
+        **_encoding_kwargs(config),
+        **kwargs,
+    )
+
+
+def nerf_mlp(config: ModelConfig, **kwargs) -> MLP:
+    """The final-level network: density, then view-dependent colour."""
+    return MLP(
+        depth=config.nerf_net_depth,
+        width=config.nerf_net_width,
+        skip_layer=config.skip_layer,
+        bottleneck_width=config.bottleneck_width,
+        viewdir_depth=config.viewdir_net_depth,
+        viewdir_width=config.viewdir_net_width,
+        **_encoding_kwargs(config),
+        **kwargs,
+    )
+
+
+def _encoding_kwargs(config: ModelConfig) -> dict:
+    return dict(
+        min_deg_point=config.min_deg_point,
+        max_deg_point=config.max_deg_point,
+        deg_view=config.deg_view,
+        basis_subdivisions=config.basis_subdivisions,
+        density_bias=config.density_bias,
+        rgb_padding=config.rgb_padding,
+        dtype=config.compute_dtype,
+    )

@@ -1,0 +1,278 @@
+"""Piecewise-constant functions along rays (histograms of weights over intervals) and
+everything the proposal sampler and its losses do with them.
+
+A step function is a pair ``(t, y)``: sorted knots ``t`` [..., n + 1] and one value per
+interval ``y`` [..., n]. Values are either *weights* (mass per interval, summing to 1
+for a distribution) or *pdf* values (mass per unit length); :func:`weight_to_pdf` and
+:func:`pdf_to_weight` convert between the two.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+Array = jnp.ndarray
+_EPS = float(jnp.finfo(jnp.float32).eps)
+_TINY_WIDTH = _EPS**2  # widths at or below this count as zero
+_TINY = float(jnp.finfo(jnp.float32).tiny)
+
+
+def _safe_div(num: Array, den: Array, ok: Array) -> Array:
+    """``num / den`` where ``ok``, else 0, with finite gradients either way."""
+    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+
+
+def searchsorted(a: Array, v: Array) -> tuple[Array, Array]:
+    """Brackets queries in a sorted array.
+
+    Args:
+      a: [..., n] sorted (ties allowed).
+      v: [..., m] queries; batch dims broadcast against ``a``'s.
+
+    Returns:
+      ``(idx_lo, idx_hi)``, int [..., m]: ``idx_lo`` is the last index with
+      ``a[idx_lo] <= v`` and ``idx_hi`` the first with ``v < a[idx_hi]``, each clamped
+      to ``[0, n - 1]`` (so below ``a[0]`` both are 0, at or above ``a[-1]`` both are
+      ``n - 1``). Equivalent to ``numpy.searchsorted(a, v, side="right")`` (minus one
+      for ``idx_lo``), clamped.
+    """
+    # A count of knots <= v; XLA fuses the compare into the reduction, so the
+    # [..., m, n] comparison is not materialised, and it batches over any leading dims.
+    count = jnp.sum(v[..., :, None] >= a[..., None, :], axis=-1, dtype=jnp.int32)
+    n = a.shape[-1]
+    return jnp.maximum(count - 1, 0), jnp.minimum(count, n - 1)
+
+
+def _interp(x: Array, xp: Array, fp: Array) -> Array:
+    """Batched ``numpy.interp``: x [..., m] (or [m]), xp sorted [..., k], fp [..., k]
+    -> [..., m], constant beyond the ends."""
+    batch = jnp.broadcast_shapes(xp.shape[:-1], fp.shape[:-1], x.shape[:-1])
+    x = jnp.broadcast_to(x, batch + x.shape[-1:])
+    xp = jnp.broadcast_to(xp, batch + xp.shape[-1:])
+    fp = jnp.broadcast_to(fp, batch + fp.shape[-1:])
+    idx_lo, idx_hi = searchsorted(xp, x)
+    x_lo = jnp.take_along_axis(xp, idx_lo, axis=-1)
+    x_hi = jnp.take_along_axis(xp, idx_hi, axis=-1)
+    f_lo = jnp.take_along_axis(fp, idx_lo, axis=-1)
+    f_hi = jnp.take_along_axis(fp, idx_hi, axis=-1)
+    span = x_hi - x_lo
+    frac = jnp.clip(_safe_div(x - x_lo, span, span > 0), 0.0, 1.0)
+    return f_lo + frac * (f_hi - f_lo)
+
+
+def integrate_weights(w: Array) -> Array:
+    """CDF of weights w [..., n] (assumed to sum to 1) at the knots: [..., n + 1],
+    exactly 0 first and 1 last, never above 1."""
+    inner = jnp.minimum(1.0, jnp.cumsum(w[..., :-1], axis=-1))
+    zeros = jnp.zeros(w.shape[:-1] + (1,), w.dtype)
+    return jnp.concatenate([zeros, inner, jnp.ones_like(zeros)], axis=-1)
+
+
+def invert_cdf(u: Array, t: Array, w_logits: Array) -> Array:
+    """Inverse CDF of the step function with weights ``softmax(w_logits)``.
+
+    Args:
+      u: [..., m] quantiles in [0, 1].
+      t: [..., n + 1] knots.
+      w_logits: [..., n].
+
+    Returns:
+      [..., m] distances, by linear interpolation of the (piecewise-linear) CDF.
+    """
+    cdf = integrate_weights(jax.nn.softmax(w_logits, axis=-1))
+    return _interp(u, cdf, t)
+
+
+def sample(
+    key: jax.Array | None,
+    t: Array,
+    w_logits: Array,
+    num_samples: int,
+    single_jitter: bool,
+    deterministic_center: bool = False,
+    eps: float = _EPS,
+) -> Array:
+    """Stratified samples from the step function ``(t, softmax(w_logits))``.
+
+    The unit interval of quantiles is cut into ``num_samples`` strata.
+    With a key, each stratum gets a uniform random offset: one per ray shared by all
+    its strata (``single_jitter``) or one per stratum. Without a key the quantiles are
+    fixed: the strata centres (``deterministic_center``) or ``num_samples`` evenly
+    spaced values from 0 to ``1 - eps``.
+
+    Returns:
+      [..., num_samples] sorted samples inside ``[t[..., 0], t[..., -1]]``.
+    """
+    batch = jnp.broadcast_shapes(t.shape[:-1], w_logits.shape[:-1])
+    strata = jnp.arange(num_samples, dtype=t.dtype)
+    if key is None:
+        if deterministic_center:
+            u = (strata + 0.5) / num_samples
+        else:
+            u = jnp.linspace(0.0, 1.0 - eps, num_samples, dtype=t.dtype)
+        u = jnp.broadcast_to(u, batch + (num_samples,))
+    else:
+        jitter_shape = batch + ((1,) if single_jitter else (num_samples,))
+        jitter = jax.random.uniform(key, jitter_shape, dtype=t.dtype)
+        u = jnp.minimum((strata + jitter) / num_samples, 1.0 - eps)
+    return invert_cdf(u, t, w_logits)
+
+
+def sample_intervals(
+    key: jax.Array | None,
+    t: Array,
+    w_logits: Array,
+    num_samples: int,
+    single_jitter: bool,
+    domain: tuple[float, float] = (0.0, 1.0),
+) -> Array:
+    """Intervals around stratified samples of the step function ``(t, softmax(w_logits))``.
+
+    Draws ``num_samples`` points (strata centres without a key), puts knots halfway
+    between neighbours and extends the first and last half-intervals outward by the
+    same amount.
+
+    Returns:
+      [..., num_samples + 1] sorted knots clipped to ``domain``.
+    """
+    if num_samples < 2:
+        raise ValueError(f"sample_intervals needs num_samples >= 2, got {num_samples}")
+    centers = sample(key, t, w_logits, num_samples, single_jitter, deterministic_center=True)
+    mids = 0.5 * (centers[..., 1:] + centers[..., :-1])
+    first = jnp.minimum(2.0 * centers[..., :1] - mids[..., :1], mids[..., :1])
+    last = jnp.maximum(2.0 * centers[..., -1:] - mids[..., -1:], mids[..., -1:])
+    return jnp.clip(jnp.concatenate([first, mids, last], axis=-1), *domain)
+
+
+def weight_to_pdf(t: Array, w: Array) -> Array:
+    """Weights [..., n] -> pdf values [..., n] (mass / width; 0 on zero-width intervals)."""
+    width = jnp.diff(t, axis=-1)
+    return _safe_div(w, width, width > _TINY_WIDTH)
+
+
+def pdf_to_weight(t: Array, p: Array) -> Array:
+    """Pdf values [..., n] -> weights [..., n] (value * width)."""
+    return p * jnp.diff(t, axis=-1)
+
+
+def max_dilate(
+    t: Array, w: Array, dilation: float, domain: tuple[float, float] = (-jnp.inf, jnp.inf)
+) -> tuple[Array, Array]:
+    """Max-filter of a non-negative step function over a window of +-``dilation``.
+
+    The result at ``x`` is the largest value the input takes within
+    ``[x - dilation, x + dilation]`` (0 outside the input's support). It is again a step
+    function, with knots at the input's knots shifted both ways.
+
+    Args:
+      t: [..., n + 1] knots; w: [..., n] values (pdf values, >= 0).
+
+    Returns:
+      ``(t', w')``: [..., 2n + 2] knots clipped to ``domain`` and [..., 2n + 1] values.
+    """
+    t_out = jnp.sort(jnp.concatenate([t - dilation, t + dilation], axis=-1), axis=-1)
+    starts = t_out[..., :-1, None]
+    # Input interval j reaches the output interval starting at x iff
+    # t_j - dilation <= x < t_{j+1} + dilation; the filter is constant between knots.
+    reaches = (starts >= t[..., None, :-1] - dilation) & (starts < t[..., None, 1:] + dilation)
+    w_out = jnp.max(jnp.where(reaches, w[..., None, :], 0.0), axis=-1)
+    return jnp.clip(t_out, *domain), w_out
+
+
+def max_dilate_weights(
+    t: Array,
+    w: Array,
+    dilation: float,
+    domain: tuple[float, float] = (-jnp.inf, jnp.inf),
+    renormalize: bool = True,
+) -> tuple[Array, Array]:
+    """:func:`max_dilate` applied to the pdf of weights ``w`` [..., n], back as weights.
+
+    Returns:
+      ``(t', w')``: [..., 2n + 2] knots and [..., 2n + 1] weights (summing to 1 if
+      ``renormalize``).
+    """
+    t_out, p_out = max_dilate(t, weight_to_pdf(t, w), dilation, domain)
+    w_out = pdf_to_weight(t_out, p_out)
+    if renormalize:
+        w_out = w_out / jnp.maximum(jnp.sum(w_out, axis=-1, keepdims=True), _TINY)
+    return t_out, w_out
+
+
+def resample_logits(t: Array, w: Array, anneal: float | Array, padding: float) -> Array:
+    """Sampling logits [..., n] for weights ``w`` [..., n]: ``anneal * log(w + padding)``
+    on intervals of positive width, ``-inf`` on empty ones."""
+    positive = jnp.diff(t, axis=-1) > 0
+    safe_w = jnp.where(positive, w + padding, 1.0)
+    return jnp.where(positive, anneal * jnp.log(safe_w), -jnp.inf)
+
+
+def schlick_bias(x: Array | float, slope: float) -> Array:
+    """Schlick's bias curve on [0, 1]: ``slope x / ((slope - 1) x + 1)``."""
+    return (slope * x) / ((slope - 1.0) * x + 1.0)
+
+
+def inner_outer(t0: Array, t1: Array, y1: Array) -> tuple[Array, Array]:
+    """Bounds on the mass of the step function ``(t1, y1)`` (weights) over the
+    intervals of ``t0``.
+
+    Args:
+      t0: [..., n0 + 1] query knots.
+      t1: [..., n1 + 1], y1: [..., n1] (y1 >= 0).
+
+    Returns:
+      ``(inner, outer)``, each [..., n0]: per query interval, the summed ``y1`` of the
+      intervals lying inside it and of those touching it.
+    """
+    batch = jnp.broadcast_shapes(t0.shape[:-1], t1.shape[:-1], y1.shape[:-1])
+    t0 = jnp.broadcast_to(t0, batch + t0.shape[-1:])
+    t1 = jnp.broadcast_to(t1, batch + t1.shape[-1:])
+    y1 = jnp.broadcast_to(y1, batch + y1.shape[-1:])
+    cum = jnp.concatenate([jnp.zeros(batch + (1,), y1.dtype), jnp.cumsum(y1, axis=-1)], axis=-1)
+    idx_lo, idx_hi = searchsorted(t1, t0)
+    cum_lo = jnp.take_along_axis(cum, idx_lo, axis=-1)
+    cum_hi = jnp.take_along_axis(cum, idx_hi, axis=-1)
+    outer = cum_hi[..., 1:] - cum_lo[..., :-1]
+    inner = jnp.where(idx_hi[..., :-1] <= idx_lo[..., 1:], cum_lo[..., 1:] - cum_hi[..., :-1], 0.0)
+    return inner, outer
+
+
+def lossfun_outer(t: Array, w: Array, t_env: Array, w_env: Array, eps: float = _EPS) -> Array:
+    """Penalty [..., n] on weights ``w`` over ``t`` that exceed the outer measure of
+    the envelope ``(t_env, w_env)``: ``max(0, w - outer)^2 / (w + eps)``."""
+    _, outer = inner_outer(t, t_env, w_env)
+    return jnp.maximum(0.0, w - outer) ** 2 / (w + eps)
+
+
+def lossfun_distortion(t: Array, w: Array) -> Array:
+    """Distortion of the step function (t [..., n + 1], weights w [..., n]) -> [...].
+
+    The exact value of ``integral integral |s - s'| w(s) w(s') ds ds'`` for the pdf
+    ``w(s) = w_i / width_i``: pairs of distinct intervals contribute
+    ``w_i w_j |m_i - m_j|`` (``m`` the midpoints) and each interval with itself
+    ``w_i^2 width_i / 3``. The pair sum is evaluated in O(n) with running sums, since
+    ``m`` is sorted: ``2 sum_i w_i sum_{j<i} w_j (m_i - m_j)``.
+    """
+    mids = 0.5 * (t[..., 1:] + t[..., :-1])
+    widths = jnp.diff(t, axis=-1)
+    zeros = jnp.zeros(w.shape[:-1] + (1,), w.dtype)
+
+    def exclusive_cumsum(x: Array) -> Array:
+        return jnp.concatenate([zeros, jnp.cumsum(x[..., :-1], axis=-1)], axis=-1)
+
+    w_before = exclusive_cumsum(w)
+    wm_before = exclusive_cumsum(w * mids)
+    inter = 2.0 * jnp.sum(w * (mids * w_before - wm_before), axis=-1)
+    intra = jnp.sum(w**2 * widths, axis=-1) / 3.0
+    return inter + intra
+
+
+def weighted_percentile(t: Array, w: Array, ps: Sequence[float] | Array) -> Array:
+    """Percentiles ``ps`` (0..100) of the distribution with weights ``w`` [..., n]
+    (normalised here) over knots ``t`` [..., n + 1] -> [..., len(ps)]."""
+    w = w / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), _TINY)
+    cdf = integrate_weights(w)
+    return _interp(jnp.asarray(ps, dtype=t.dtype) / 100.0, cdf, t)

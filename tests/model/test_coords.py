@@ -1,0 +1,195 @@
+"""Checks of the s-space warp, the scene contraction and the encodings against
+float64 numpy references, finite differences and Monte Carlo."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from raynerf.model import coords as _coords
+
+
+class coords:  # noqa: N801 - the module's functions, jitted (much faster than eager on CPU)
+    contract = jax.jit(_coords.contract)
+    contract_jacobian = jax.jit(_coords.contract_jacobian)
+    contract_gaussians = jax.jit(_coords.contract_gaussians)
+    lift_and_diagonalize = jax.jit(_coords.lift_and_diagonalize)
+    integrated_pos_enc = jax.jit(_coords.integrated_pos_enc, static_argnames=("min_deg", "max_deg"))
+    pos_enc = jax.jit(_coords.pos_enc, static_argnames=("min_deg", "max_deg", "append_identity"))
+    construct_ray_warps = staticmethod(_coords.construct_ray_warps)
+
+
+def _contract_np(x: np.ndarray) -> np.ndarray:
+    """Reference contraction, float64."""
+    r = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.where(r <= 1, x, (2 - 1 / np.maximum(r, 1)) * x / np.maximum(r, 1e-300))
+
+
+def _random_points(rng, n, log10_min, log10_max):
+    dirs = rng.normal(size=(n, 3))
+    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+    return dirs * 10 ** rng.uniform(log10_min, log10_max, size=(n, 1))
+
+
+# ----------------------------------------------------------------------------- warps
+
+
+def test_warp_round_trip_and_endpoints():
+    rng = np.random.default_rng(0)
+    near = rng.uniform(0.05, 1.0, size=(50, 1)).astype(np.float32)
+    far = np.full_like(near, 1e6)
+    t = near * np.exp(rng.uniform(0, np.log(50.0), size=(50, 7))).astype(np.float32)
+    t_to_s, s_to_t = coords.construct_ray_warps(jnp.asarray(near), jnp.asarray(far))
+    s = t_to_s(t)
+    assert np.all((s >= 0) & (s <= 1))
+    np.testing.assert_allclose(s_to_t(s), t, rtol=1e-4)
+    # The endpoints map to 0 and 1 and back.
+    np.testing.assert_allclose(t_to_s(near), 0.0, atol=1e-6)
+    np.testing.assert_allclose(t_to_s(far), 1.0, atol=1e-6)
+    np.testing.assert_allclose(s_to_t(jnp.zeros_like(near)), near, rtol=1e-6)
+    np.testing.assert_allclose(s_to_t(jnp.ones_like(near)), far, rtol=1e-5)
+
+
+def test_warp_spreads_s_evenly_in_disparity():
+    near, far = 0.2, 1e3
+    t_to_s, s_to_t = coords.construct_ray_warps(jnp.array([near]), jnp.array([far]))
+    s = jnp.linspace(0.0, 1.0, 11)
+    disparity = 1.0 / np.asarray(s_to_t(s), np.float64)
+    expected = np.linspace(1 / near, 1 / far, 11)
+    np.testing.assert_allclose(disparity, expected, rtol=1e-4, atol=1e-6)
+    # And monotone increasing in t.
+    assert np.all(np.diff(np.asarray(t_to_s(jnp.linspace(near, far, 100)))) > 0)
+
+
+# ----------------------------------------------------------------------- contraction
+
+
+def test_contract_identity_inside_unit_ball():
+    x = _random_points(np.random.default_rng(1), 500, -6, 0).astype(np.float32)
+    x[0] = 0.0
+    np.testing.assert_array_equal(coords.contract(jnp.asarray(x)), x)
+
+
+def test_contract_outside_matches_reference_and_stays_in_radius_two():
+    x = _random_points(np.random.default_rng(2), 500, 0, 6)
+    y = np.asarray(coords.contract(jnp.asarray(x, jnp.float32)))
+    np.testing.assert_allclose(y, _contract_np(x), rtol=1e-5, atol=1e-6)
+    assert np.all(np.linalg.norm(y, axis=-1) < 2.0 + 1e-6)
+
+
+def test_contract_huge_points_are_finite_with_finite_gradients():
+    x = jnp.array([[1e6, 0, 0], [0, -1e10, 0], [3e25, -4e25, 1e20], [1e30, 1e30, 1e30], [0, 0, 0]], jnp.float32)
+    y = coords.contract(x)
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(np.linalg.norm(y[:4], axis=-1), 2.0, rtol=1e-5)
+    np.testing.assert_allclose(y[2], [1.2, -1.6, 0.0], atol=1e-5)
+    grads = jax.jit(jax.vmap(jax.jacfwd(_coords.contract)))(x)
+    assert np.all(np.isfinite(grads))
+    grad_sum = jax.jit(jax.grad(lambda p: jnp.sum(_coords.contract(p))))(x)
+    assert np.all(np.isfinite(grad_sum))
+    np.testing.assert_array_equal(grad_sum[4], [1.0, 1.0, 1.0])
+
+
+def test_contract_is_continuous_across_the_sphere():
+    u = _random_points(np.random.default_rng(3), 200, 0, 0).astype(np.float32)
+    inside = coords.contract(jnp.asarray(u * (1 - 1e-4)))
+    outside = coords.contract(jnp.asarray(u * (1 + 1e-4)))
+    np.testing.assert_allclose(inside, outside, atol=5e-4)
+
+
+def test_contract_jacobian_matches_finite_differences_and_autodiff():
+    rng = np.random.default_rng(4)
+    x = np.concatenate([_random_points(rng, 40, -2, -0.01), _random_points(rng, 40, 0.01, 3)])
+    jac = np.asarray(coords.contract_jacobian(jnp.asarray(x, jnp.float32)))
+    # Central differences of the float64 reference, step relative to |x|.
+    h = 1e-6 * np.maximum(np.linalg.norm(x, axis=-1), 1.0)[:, None]
+    fd = np.stack(
+        [(_contract_np(x + h * e) - _contract_np(x - h * e)) / (2 * h) for e in np.eye(3)], axis=-1
+    )
+    np.testing.assert_allclose(jac, fd, atol=1e-5, rtol=1e-4)
+    autodiff = jax.jit(jax.vmap(jax.jacfwd(_coords.contract)))(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(jac, autodiff, atol=1e-5, rtol=1e-4)
+
+
+def test_contract_gaussians_matches_monte_carlo_push():
+    rng = np.random.default_rng(5)
+    num_samples = 200_000
+    for mean in (np.array([0.3, -0.2, 0.1]), np.array([1.5, -2.0, 0.7]), np.array([0.0, 40.0, -10.0])):
+        a = rng.normal(size=(3, 3))
+        cov = 1e-3 * np.linalg.norm(mean) ** 2 * 1e-2 * (a @ a.T + 0.1 * np.eye(3))
+        pts = rng.multivariate_normal(mean, cov, size=num_samples)
+        pushed = _contract_np(pts)
+        mc_mean, mc_cov = pushed.mean(0), np.cov(pushed.T)
+        new_mean, new_cov = coords.contract_gaussians(jnp.asarray(mean, jnp.float32), jnp.asarray(cov, jnp.float32))
+        scale = np.linalg.norm(mc_cov)
+        np.testing.assert_allclose(new_mean, mc_mean, atol=0.05 * np.sqrt(scale))  # linearisation ignores the O(sigma^2) bias
+        assert np.linalg.norm(np.asarray(new_cov) - mc_cov) < 0.03 * scale
+
+
+def test_contract_gaussians_keeps_batch_shapes():
+    rng = np.random.default_rng(6)
+    means = jnp.asarray(rng.normal(size=(2, 5, 3)) * 3, jnp.float32)
+    covs = jnp.broadcast_to(jnp.eye(3), (2, 5, 3, 3)) * 0.01
+    new_means, new_covs = coords.contract_gaussians(means, covs)
+    assert new_means.shape == (2, 5, 3) and new_covs.shape == (2, 5, 3, 3)
+    np.testing.assert_allclose(new_covs, np.swapaxes(new_covs, -1, -2), atol=1e-7)
+
+
+# ---------------------------------------------------------------------------- lifting
+
+
+def test_lift_and_diagonalize_matches_explicit_projection():
+    rng = np.random.default_rng(7)
+    means = rng.normal(size=(4, 6, 3))
+    a = rng.normal(size=(4, 6, 3, 3))
+    covs = a @ np.swapaxes(a, -1, -2)
+    basis = rng.normal(size=(3, 5))
+    lifted_means, lifted_vars = coords.lift_and_diagonalize(
+        jnp.asarray(means, jnp.float32), jnp.asarray(covs, jnp.float32), jnp.asarray(basis, jnp.float32)
+    )
+    assert lifted_means.shape == (4, 6, 5) and lifted_vars.shape == (4, 6, 5)
+    for k in range(5):
+        b = basis[:, k]
+        np.testing.assert_allclose(lifted_means[..., k], means @ b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(lifted_vars[..., k], np.einsum("i,...ij,j->...", b, covs, b), rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- encodings
+
+
+def test_integrated_pos_enc_matches_monte_carlo_expectation():
+    rng = np.random.default_rng(8)
+    num_dims, min_deg, max_deg, num_samples = 3, 0, 4, 400_000
+    means = rng.uniform(-2, 2, size=num_dims)
+    variances = rng.uniform(0.0, 0.3, size=num_dims) ** 2
+    enc = np.asarray(coords.integrated_pos_enc(jnp.asarray(means, jnp.float32), jnp.asarray(variances, jnp.float32), min_deg, max_deg))
+    assert enc.shape == (2 * num_dims * (max_deg - min_deg),)
+    x = means + np.sqrt(variances) * rng.normal(size=(num_samples, num_dims))
+    num_octaves = max_deg - min_deg
+    for i, deg in enumerate(range(min_deg, max_deg)):
+        for d in range(num_dims):
+            sin_idx = i * num_dims + d
+            cos_idx = num_octaves * num_dims + sin_idx
+            np.testing.assert_allclose(enc[sin_idx], np.sin(2**deg * x[:, d]).mean(), atol=5e-3)
+            np.testing.assert_allclose(enc[cos_idx], np.cos(2**deg * x[:, d]).mean(), atol=5e-3)
+
+
+def test_integrated_pos_enc_without_variance_is_pos_enc():
+    x = jnp.asarray(np.random.default_rng(9).normal(size=(7, 21)), jnp.float32)
+    np.testing.assert_allclose(
+        coords.integrated_pos_enc(x, jnp.zeros_like(x), 0, 12), coords.pos_enc(x, 0, 12, append_identity=False), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("min_deg,max_deg", [(0, 4), (2, 5)])
+def test_pos_enc_matches_explicit_loop(min_deg, max_deg):
+    x = np.random.default_rng(10).normal(size=(5, 3))
+    enc = np.asarray(coords.pos_enc(jnp.asarray(x, jnp.float32), min_deg, max_deg))
+    sines = [np.sin(2.0**deg * x[:, d]) for deg in range(min_deg, max_deg) for d in range(3)]
+    cosines = [np.cos(2.0**deg * x[:, d]) for deg in range(min_deg, max_deg) for d in range(3)]
+    expected = np.concatenate([x, np.stack(sines, -1), np.stack(cosines, -1)], axis=-1)
+    np.testing.assert_allclose(enc, expected, atol=2e-5)
+
+
+def test_view_direction_encoding_has_27_dims():
+    assert coords.pos_enc(jnp.ones((2, 3)), 0, 4).shape == (2, 27)
