@@ -1,0 +1,63 @@
+"""Rendering whole images with a trained model, in fixed-size chunks of rays.
+
+One jitted function renders a chunk of ``chunk_size`` rays deterministically (test-time
+sampling, final level); images are cut into such chunks (the last one padded), so a
+render compiles once whatever the image size. The chunk is sharded over the mesh's
+devices; every process must call :func:`render_image` with the same rays.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from raynerf.model.mipnerf360 import MipNerf360
+from raynerf.model.rays import RAY_FIELDS, Rays
+from raynerf.training.step import batch_sharding, replicated
+
+OUTPUTS = ("rgb", "acc", "distance_mean", "distance_median")
+
+
+def make_render_fn(model: MipNerf360, mesh: Mesh) -> Callable:
+    """``(params, rays: dict [chunk, k]) -> dict [chunk, ...]`` of the final level."""
+
+    def render(params, rays: dict) -> dict:
+        final = model.apply({"params": params}, None, Rays.from_batch(rays))[-1]
+        return {name: final[name] for name in OUTPUTS}
+
+    rays_sharding = {name: batch_sharding(mesh) for name in RAY_FIELDS}
+    return jax.jit(render, in_shardings=(replicated(mesh), rays_sharding),
+                   out_shardings=replicated(mesh))
+
+
+def round_chunk(chunk_size: int, num_devices: int) -> int:
+    """The chunk rounded up to a multiple of the device count."""
+    return max(num_devices, -(-chunk_size // num_devices) * num_devices)
+
+
+def render_image(render_fn: Callable, params, rays: Mapping[str, np.ndarray], chunk_size: int,
+                 mesh: Mesh) -> dict[str, np.ndarray]:
+    """rays: dict of [H, W, k] arrays -> dict of [H, W, ...] numpy outputs."""
+    height, width = rays["origins"].shape[:2]
+    flat = {name: np.asarray(rays[name], np.float32).reshape(height * width, -1) for name in RAY_FIELDS}
+    chunk = round_chunk(chunk_size, mesh.devices.size)
+    sharding = batch_sharding(mesh)
+    pieces: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUTS}
+    total = height * width
+    for start in range(0, total, chunk):
+        stop = min(start + chunk, total)
+        padded = {}
+        for name, values in flat.items():
+            part = values[start:stop]
+            if stop - start < chunk:  # repeat the last ray: the padding is discarded
+                part = np.concatenate([part, np.repeat(part[-1:], chunk - (stop - start), 0)])
+            padded[name] = jax.make_array_from_callback(part.shape, sharding, lambda idx, p=part: p[idx])
+        out = render_fn(params, padded)
+        for name in OUTPUTS:
+            pieces[name].append(np.asarray(jax.device_get(out[name]))[: stop - start])
+    return {name: np.concatenate(parts).reshape(height, width, *parts[0].shape[1:])
+            for name, parts in pieces.items()}

@@ -1,0 +1,178 @@
+"""The train step: one pure, jitted update over a global device mesh.
+
+The global ray batch is sharded along the mesh's ``data`` axis; parameters, optimiser
+state and the PRNG key are replicated. The same step runs on one CPU device or a
+pod slice: only the mesh changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from raynerf.config import Config
+from raynerf.errors import RaynerfError
+from raynerf.model.mipnerf360 import MipNerf360
+from raynerf.model.rays import RAY_FIELDS, Rays
+from raynerf.training import losses
+from raynerf.training.optim import learning_rate
+
+DATA_AXIS = "data"
+BATCH_FIELDS = RAY_FIELDS + ("rgb",)
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training (all replicated on the mesh)."""
+
+    step: jnp.ndarray  # int32 scalar: steps taken (applied or skipped)
+    params: Any
+    opt_state: Any
+    key: jnp.ndarray  # uint32[2] base key; step keys are fold_in(key, step)
+    nonfinite_steps: jnp.ndarray  # int32: consecutive skipped (non-finite) steps
+    nonfinite_total: jnp.ndarray  # int32: all skipped steps
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over every device of every process."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices, dtype=object).reshape(-1), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def example_rays(batch_size: int = 1) -> Rays:
+    """A ray batch of the right structure for shape inference."""
+    ones = lambda k: jnp.ones((batch_size, k), jnp.float32)
+    return Rays(origins=jnp.zeros((batch_size, 3)), directions=ones(3) / jnp.sqrt(3.0),
+                viewdirs=ones(3) / jnp.sqrt(3.0), radii=ones(1) * 1e-3,
+                near=ones(1) * 0.2, far=ones(1) * 1e6)
+
+
+def create_train_state(
+    config: Config, model: MipNerf360, tx: optax.GradientTransformation, mesh: Mesh
+) -> TrainState:
+    """A fresh state, created directly with replicated shardings on ``mesh``."""
+
+    def init(seed):
+        key = jax.random.PRNGKey(seed)
+        init_key, train_key = jax.random.split(key)
+        params = model.init(init_key, None, example_rays())["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            key=train_key,
+            nonfinite_steps=jnp.zeros((), jnp.int32),
+            nonfinite_total=jnp.zeros((), jnp.int32),
+        )
+
+    shapes = jax.eval_shape(init, 0)
+    shardings = jax.tree.map(lambda _: replicated(mesh), shapes)
+    return jax.jit(init, out_shardings=shardings, static_argnums=0)(config.train.seed)
+
+
+def compute_losses(
+    config: Config, model: MipNerf360, params, batch: dict, key, train_frac
+) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """The weighted training loss and its terms for one batch."""
+    tc = config.train
+    renderings = model.apply({"params": params}, key, Rays.from_batch(batch), train_frac)
+    final, props = renderings[-1], renderings[:-1]
+    data = losses.charbonnier_loss(final["rgb"], batch["rgb"], tc.charb_padding)
+    interlevel = losses.interlevel_loss(
+        final["sdist"], final["weights"], [r["sdist"] for r in props], [r["weights"] for r in props]
+    )
+    distortion = losses.distortion_loss(final["sdist"], final["weights"])
+    loss = (
+        tc.data_loss_mult * data
+        + tc.interlevel_loss_mult * interlevel
+        + tc.distortion_loss_mult * distortion
+    )
+    mse = jnp.mean((final["rgb"] - batch["rgb"]) ** 2)
+    terms = {
+        "loss_data": data,
+        "loss_interlevel": interlevel,
+        "loss_distortion": distortion,
+        "psnr": -10.0 * jnp.log10(mse),
+    }
+    return loss, terms
+
+
+def make_train_step(
+    config: Config, model: MipNerf360, tx: optax.GradientTransformation
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """The pure update ``(state, batch) -> (state, metrics)``.
+
+    A step whose loss or gradient is not finite is not applied: parameters and
+    optimiser state stay as they were, and ``nonfinite_steps`` counts it.
+    """
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        key = jax.random.fold_in(state.key, state.step)
+        train_frac = jnp.clip(state.step / config.train.max_steps, 0.0, 1.0)
+        grad_fn = jax.value_and_grad(compute_losses, argnums=2, has_aux=True)
+        (loss, terms), grads = grad_fn(config, model, state.params, batch, key, train_frac)
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        skipped = (~finite).astype(jnp.int32)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            nonfinite_steps=jnp.where(finite, 0, state.nonfinite_steps + 1),
+            nonfinite_total=state.nonfinite_total + skipped,
+        )
+        metrics = dict(terms, loss=loss, grad_norm=grad_norm, skipped=skipped,
+                       lr=learning_rate(config.train, state.step))
+        return new_state, metrics
+
+    return train_step
+
+
+def jit_train_step(config: Config, model: MipNerf360, tx, mesh: Mesh, state: TrainState):
+    """:func:`make_train_step` compiled with explicit shardings and a donated state."""
+    state_sharding = jax.tree.map(lambda _: replicated(mesh), state)
+    batch_shardings = {name: batch_sharding(mesh) for name in BATCH_FIELDS}
+    return jax.jit(
+        make_train_step(config, model, tx),
+        in_shardings=(state_sharding, batch_shardings),
+        out_shardings=(state_sharding, replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+def global_batch(mesh: Mesh, local_batch: dict) -> dict:
+    """Host-local numpy arrays of this process's shard -> global arrays on the mesh."""
+    sharding = batch_sharding(mesh)
+    return {
+        name: jax.make_array_from_process_local_data(sharding, local_batch[name])
+        for name in BATCH_FIELDS
+    }
+
+
+def check_batch_size(batch_size: int, num_devices: int) -> None:
+    """The global batch must split evenly over all devices (and so over processes)."""
+    if batch_size <= 0 or batch_size % num_devices:
+        lower = max(num_devices, batch_size // num_devices * num_devices)
+        upper = (batch_size // num_devices + 1) * num_devices
+        nearest = lower if batch_size - lower <= upper - batch_size else upper
+        raise RaynerfError(
+            f"train.batch_size={batch_size} does not divide evenly over {num_devices} devices; "
+            f"the nearest valid size is {nearest}: use --set train.batch_size={nearest}"
+        )
