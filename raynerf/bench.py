@@ -1,0 +1,171 @@
+"""Benchmarks: where a config's time goes on the devices at hand.
+
+Measures, in one run on the same devices: the train step (steps/s, rays/s, compile
+time, XLA's FLOP count, model FLOP utilisation against a matmul peak measured here),
+eval-style chunked rendering, the input pipeline, and peak memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import statistics
+import time
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from raynerf.config import Config
+from raynerf.model.mipnerf360 import MipNerf360
+from raynerf.model.rays import RAY_FIELDS
+from raynerf.render.frames import make_render_fn
+from raynerf.training.optim import make_optimizer
+from raynerf.training.step import (
+    check_batch_size, create_train_state, global_batch, jit_train_step, make_mesh, replicated,
+    batch_sharding,
+)
+
+
+def synthetic_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Rays from cameras on a sphere of radius 1 looking roughly at the origin (what a
+    360 capture looks like after normalisation), with random target colours."""
+    rng = np.random.default_rng(seed)
+    origins = rng.normal(size=(batch_size, 3))
+    origins /= np.linalg.norm(origins, axis=-1, keepdims=True)
+    directions = -origins + 0.3 * rng.normal(size=(batch_size, 3))
+    viewdirs = directions / np.linalg.norm(directions, axis=-1, keepdims=True)
+    ones = np.ones((batch_size, 1))
+    batch = dict(origins=origins, directions=directions, viewdirs=viewdirs,
+                 radii=ones * 1e-3, near=ones * 0.2, far=ones * 1e6,
+                 rgb=rng.uniform(size=(batch_size, 3)))
+    return {k: v.astype(np.float32) for k, v in batch.items()}
+
+
+def _time(fn: Callable[[], object], repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def matmul_peak(mesh, size: Optional[int] = None, repeats: int = 5) -> float:
+    """FLOP/s of a large float32 matmul on every device of ``mesh`` at once."""
+    devices = mesh.devices.size
+    size = size or (2048 if jax.default_backend() == "cpu" else 8192)
+    sharding = batch_sharding(mesh)
+    a = jax.device_put(jnp.ones((devices * size, size), jnp.float32), sharding)
+    b = jax.device_put(jnp.ones((size, size), jnp.float32), replicated(mesh))
+    matmul = jax.jit(lambda x, y: x @ y, out_shardings=sharding)
+    jax.block_until_ready(matmul(a, b))
+    seconds = min(_time(lambda: matmul(a, b), repeats))
+    return 2.0 * devices * size**3 / seconds
+
+
+def _flops(compiled) -> float:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0]
+    return float(analysis.get("flops", float("nan"))) if analysis else float("nan")
+
+
+def bench_train(config: Config, mesh, steps: int = 5) -> dict:
+    """Train-step throughput after compilation (median of ``steps`` timed steps)."""
+    batch_size = config.train.batch_size
+    check_batch_size(batch_size, mesh.devices.size)
+    model = MipNerf360(config.model)
+    tx = make_optimizer(config.train)
+    state = create_train_state(config, model, tx, mesh)
+    step_fn = jit_train_step(config, model, tx, mesh, state)
+    batch = global_batch(mesh, synthetic_batch(batch_size))
+    start = time.perf_counter()
+    compiled = step_fn.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    flops = _flops(compiled)
+    state, metrics = compiled(state, batch)  # warm-up
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return {
+        "batch_size": batch_size,
+        "steps_per_sec": 1.0 / seconds,
+        "rays_per_sec": batch_size / seconds,
+        "step_seconds": times,
+        "compile_seconds": compile_s,
+        "flops_per_step": flops,
+        "flops_per_ray": flops / batch_size,
+        "flops_per_sec": flops / seconds,
+    }
+
+
+def bench_render(config: Config, mesh, chunk: int, repeats: int = 3) -> dict:
+    """Rays/s of the deterministic (eval) renderer on chunks of ``chunk`` rays."""
+    model = MipNerf360(config.model)
+    tx = make_optimizer(config.train)
+    params = create_train_state(config, model, tx, mesh).params
+    render_fn = make_render_fn(model, mesh)
+    rays = synthetic_batch(chunk, seed=1)
+    sharding = batch_sharding(mesh)
+    arrays = {name: jax.device_put(rays[name], sharding) for name in RAY_FIELDS}
+    start = time.perf_counter()
+    compiled = render_fn.lower(params, arrays).compile()
+    compile_s = time.perf_counter() - start
+    jax.block_until_ready(compiled(params, arrays))
+    seconds = statistics.median(_time(lambda: compiled(params, arrays), repeats))
+    return {"chunk_size": chunk, "rays_per_sec": chunk / seconds, "compile_seconds": compile_s,
+            "flops_per_ray": _flops(compiled) / chunk}
+
+
+def bench_pipeline(config: Config, seconds: float = 3.0) -> dict:
+    """Rays/s of the grain pipeline on the built-in scene at the config's factor."""
+    from raynerf.data.cache import default_cache_dir, load_pixels
+    from raynerf.data.pipeline import measure_pipeline
+    from raynerf.data.scene import load_scene
+    from raynerf.data.synthetic import default_scene
+
+    scene = load_scene(default_scene(default_cache_dir(config.data.cache_dir)), config.data.factor,
+                       config.data.llffhold)
+    pixels, _ = load_pixels(scene, config.data.cache_dir or None)
+    return {"rays_per_sec": measure_pipeline(scene, pixels, config, seconds)}
+
+
+def peak_memory_bytes() -> dict:
+    """Peak host RSS of this process and, on accelerators, peak device memory."""
+    out = {"host_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    stats = [d.memory_stats() or {} for d in jax.local_devices()]
+    peaks = [s.get("peak_bytes_in_use") for s in stats if s.get("peak_bytes_in_use")]
+    if peaks:
+        out["device_peak_bytes"] = max(peaks)
+    return out
+
+
+def run(config: Config, train_steps: int = 5, render_chunk: int = 4096,
+        parts: tuple[str, ...] = ("train", "render", "pipeline")) -> dict:
+    mesh = make_mesh()
+    result: dict = {
+        "device_kind": jax.devices()[0].device_kind,
+        "backend": jax.default_backend(),
+        "device_count": jax.device_count(),
+        "batch_size": config.train.batch_size,
+        "compute_dtype": config.model.compute_dtype,
+    }
+    result["matmul_peak_flops"] = matmul_peak(mesh)
+    if "train" in parts:
+        result["train"] = bench_train(config, mesh, train_steps)
+        result["train"]["mfu"] = result["train"]["flops_per_sec"] / result["matmul_peak_flops"]
+    if "render" in parts:
+        result["render"] = bench_render(config, mesh, render_chunk)
+    if "pipeline" in parts:
+        result["pipeline"] = bench_pipeline(config)
+    memory = peak_memory_bytes()
+    result["peak_memory_bytes"] = memory.get("device_peak_bytes", memory["host_rss_bytes"])
+    result["memory"] = memory
+    return result
