@@ -59,27 +59,31 @@ class MLP(nn.Module):
         inputs = coords.integrated_pos_enc(
             lifted_means, lifted_vars, self.min_deg_point, self.max_deg_point
         )
+        # The layers see one [rays * samples, features] matrix: XLA's gradient of a
+        # Dense on a 3-D input contracts two batch axes and runs about 2x slower.
+        sample_shape = inputs.shape[:-1]
+        inputs = inputs.reshape(-1, inputs.shape[-1])
         x = inputs
         for i in range(self.depth):
             x = nn.relu(dense(self.width, name=f"layer_{i}")(x))
             if i % self.skip_layer == 0 and i > 0:
                 x = jnp.concatenate([x, inputs.astype(x.dtype)], axis=-1)
         raw_density = dense(1, name="density")(x)[..., 0].astype(jnp.float32)
-        density = jax.nn.softplus(raw_density + self.density_bias)
+        density = jax.nn.softplus(raw_density + self.density_bias).reshape(sample_shape)
         if self.bottleneck_width == 0:
             return density, None
 
         bottleneck = dense(self.bottleneck_width, name="bottleneck")(x)
         view_enc = coords.pos_enc(viewdirs, 0, self.deg_view, append_identity=True)
         view_enc = jnp.broadcast_to(
-            view_enc[..., None, :], bottleneck.shape[:-1] + view_enc.shape[-1:]
-        )
+            view_enc[..., None, :], sample_shape + view_enc.shape[-1:]
+        ).reshape(-1, view_enc.shape[-1])
         x = jnp.concatenate([bottleneck, view_enc.astype(bottleneck.dtype)], axis=-1)
         for i in range(self.viewdir_depth):
             x = nn.relu(dense(self.viewdir_width, name=f"view_layer_{i}")(x))
         raw_rgb = dense(3, name="rgb")(x).astype(jnp.float32)
         rgb = jax.nn.sigmoid(raw_rgb) * (1 + 2 * self.rgb_padding) - self.rgb_padding
-        return density, rgb
+        return density, rgb.reshape(sample_shape + (3,))
 
 
 def prop_mlp(config: ModelConfig, **kwargs) -> MLP:
