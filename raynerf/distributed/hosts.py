@@ -1,0 +1,339 @@
+"""The host group: one Ray Train worker per host, all running one SPMD training job.
+
+The group is Ray Train's :class:`~ray.train.v2.jax.JaxTrainer`: it places one worker
+actor per host (per TPU VM of a pod slice, or per local process with ``--hosts N``),
+restarts the whole group after a worker dies (``FailureConfig(max_failures)``) and,
+on TPU and GPU workers, initialises ``jax.distributed`` itself. On CPU workers it
+does not, so :func:`host_main` does: rank 0 picks a coordinator address and
+broadcasts it with ``ray.train.collective.broadcast_from_rank_zero``; every worker
+then joins with :func:`raynerf.distributed.jaxdist.initialize_cpu`.
+
+Each worker runs the unchanged single-host loop (:func:`raynerf.training.loop.train`)
+over the global mesh; that loop resumes from the latest orbax checkpoint, which is
+what makes a restarted group continue where the old one stopped.
+
+A small :class:`RunMonitor` actor, owned by the driver, is the side channel between
+driver and workers: process 0 pushes progress into it (the driver's progress bar
+reads it), every worker records its pid there, the restart cause lands there (from
+:class:`RestartRecorder`, a Ray Train callback) and reaches ``metrics.jsonl`` through
+the next group's process 0, and a Ctrl-C on the driver becomes an agreed stop step
+(:meth:`RunMonitor.should_stop`) at which every worker saves a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import ray
+from ray.train import UserCallback
+
+from raynerf.distributed import jaxdist
+
+EXCERPT_CHARS = 400
+
+
+@dataclasses.dataclass(frozen=True)
+class HostGroupSpec:
+    """What the host group looks like.
+
+    ``platform`` is ``"cpu"`` (local processes or CPU nodes, ``devices_per_host``
+    XLA host devices each), ``"tpu"`` (one worker per TPU VM, ``chips_per_host``
+    chips each, ``topology`` and ``accelerator_type`` as Ray labels the slice) or
+    ``"gpu"`` (``devices_per_host`` GPUs per worker).
+    """
+
+    hosts: int
+    devices_per_host: int = 1
+    platform: str = "cpu"
+    max_restarts: int = 3
+    topology: Optional[str] = None
+    accelerator_type: Optional[str] = None
+    cpus_per_host: float = 1.0
+
+
+@ray.remote(num_cpus=0)
+class RunMonitor:
+    """The driver's view of a run, fed by the workers and by Ray Train's controller."""
+
+    def __init__(self):
+        self.attempt = 0
+        self.step: Optional[int] = None
+        self.metrics: dict = {}
+        self.events: list[dict] = []  # restart events, in order
+        self._unwritten: list[dict] = []  # events process 0 has not put in metrics.jsonl
+        self._pending_failure: Optional[dict] = None
+        self.pids: dict[int, dict[int, int]] = {}  # attempt -> rank -> pid
+        self.user_error: Optional[str] = None
+        self.times: dict[str, float] = {}  # attempt_<n>_start, attempt_<n>_running, failure_<n>
+        self._stop_requested = False
+        self._stop_at: Optional[int] = None
+        self._max_polled = -1
+        self.final: Optional[dict] = None  # {"step", "stopped"} from process 0 at the end
+
+    # -- workers ---------------------------------------------------------------
+    def begin_attempt(self) -> int:
+        """Called by rank 0 of each new group; turns a recorded failure into a restart event."""
+        self.attempt += 1
+        self._stop_at, self._max_polled = None, -1
+        self.times[f"attempt_{self.attempt}_start"] = time.time()
+        if self._pending_failure is not None:
+            event = {"event": "restart", "restart": self.attempt - 1,
+                     "cause": self._pending_failure["cause"],
+                     "step": self.step if self.step is not None else 0}
+            self.events.append(event)
+            self._unwritten.append(event)
+            self._pending_failure = None
+        return self.attempt
+
+    def register(self, attempt: int, rank: int, pid: int) -> None:
+        self.pids.setdefault(attempt, {})[rank] = pid
+
+    def progress(self, attempt: int, step: int, metrics: dict) -> None:
+        if attempt != self.attempt:
+            return
+        self.times.setdefault(f"attempt_{attempt}_running", time.time())
+        self.step, self.metrics = step, metrics
+
+    def take_unwritten_events(self) -> list[dict]:
+        events, self._unwritten = self._unwritten, []
+        return events
+
+    def should_stop(self, attempt: int, step: int) -> bool:
+        """Asked by every worker after every step. Once a stop is requested, the stop
+        step is one past the furthest step any worker has reported, so every worker
+        (whichever step it is at) reaches the same stop step and none has passed it."""
+        if attempt != self.attempt:
+            return False
+        self._max_polled = max(self._max_polled, step)
+        if self._stop_requested and self._stop_at is None:
+            self._stop_at = self._max_polled + 1
+        return self._stop_at is not None and step >= self._stop_at
+
+    def finish(self, step: int, stopped: bool) -> None:
+        self.final = {"step": step, "stopped": stopped}
+
+    def set_user_error(self, rank: int, message: str) -> None:
+        if self.user_error is None:
+            self.user_error = message
+
+    # -- controller ------------------------------------------------------------
+    def record_failure(self, cause: str) -> None:
+        if self._pending_failure is None:
+            self.times[f"failure_{self.attempt}"] = time.time()
+            self._pending_failure = {"cause": cause}
+
+    # -- driver ----------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop_requested = True
+
+    def state(self) -> dict:
+        return {"attempt": self.attempt, "step": self.step, "metrics": self.metrics,
+                "events": list(self.events), "pids": dict(self.pids.get(self.attempt, {})),
+                "user_error": self.user_error, "times": dict(self.times),
+                "failure": self._pending_failure, "final": self.final}
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line for a worker's exception: its type and the start of its message."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(text) > EXCERPT_CHARS:
+        text = text[:EXCERPT_CHARS] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def describe_failures(worker_exceptions: dict[int, BaseException]) -> str:
+    """``host <rank>: <error>`` for every failed worker, lowest rank first."""
+    return "; ".join(f"host {rank}: {describe_exception(exc)}"
+                     for rank, exc in sorted(worker_exceptions.items()))
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (as Ray hands it over, possibly wrapped) is a RaynerfError."""
+    from raynerf.errors import RaynerfError
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, RaynerfError):
+            return True
+        exc = getattr(exc, "cause", None) or exc.__cause__
+        seen += 1
+    return False
+
+
+class UserErrorInWorker(Exception):
+    """Raised inside Ray Train's controller to end a run without restarts."""
+
+
+class RestartRecorder(UserCallback):
+    """Runs in Ray Train's controller: hands each worker-group failure to the monitor.
+
+    A user error (a :class:`~raynerf.errors.RaynerfError`: bad data, bad workdir) would
+    fail the same way after a restart, so it ends the run at once: an exception from a
+    callback is a controller error, which Ray Train's failure policy does not retry.
+    """
+
+    def __init__(self, monitor):
+        self.monitor = monitor
+
+    def after_exception(self, run_context, worker_exceptions: dict[int, Exception]) -> None:
+        cause = describe_failures(worker_exceptions)
+        if any(is_user_error(exc) for exc in worker_exceptions.values()):
+            raise UserErrorInWorker(cause)
+        self.monitor.record_failure.remote(cause)
+
+
+def append_events(workdir: Path, events: list[dict]) -> None:
+    """Appends event records to ``workdir/metrics.jsonl`` (process 0 only)."""
+    if not events:
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / "metrics.jsonl", "a") as f:
+        for event in events:
+            f.write(json.dumps(event) + "\n")
+
+
+def host_main(cfg: dict) -> dict:
+    """The per-host entry point run by every Ray Train worker.
+
+    ``cfg`` holds ``config`` (a :class:`~raynerf.config.Config`), ``scene_path`` and
+    ``workdir`` (absolute: Ray Train changes the worker's directory), ``spec`` (a
+    :class:`HostGroupSpec`) and ``monitor`` (a :class:`RunMonitor` handle).
+    Returns ``{"step": final step, "stopped": whether a stop request ended it}``.
+    """
+    import ray.train
+    from ray.train.collective import broadcast_from_rank_zero
+
+    spec: HostGroupSpec = cfg["spec"]
+    monitor = cfg["monitor"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+
+    if rank == 0:
+        attempt = ray.get(monitor.begin_attempt.remote())
+        coordinator = (jaxdist.pick_coordinator(ray.util.get_node_ip_address())
+                       if spec.platform == "cpu" else None)
+        shared = (attempt, coordinator)
+    else:
+        shared = None
+    attempt, coordinator = broadcast_from_rank_zero(shared)
+    ray.get(monitor.register.remote(attempt, rank, os.getpid()))
+    if spec.platform == "cpu":
+        jaxdist.initialize_cpu(coordinator, world, rank, spec.devices_per_host)
+
+    import jax
+
+    from raynerf.errors import RaynerfError
+    from raynerf.training.loop import train
+
+    workdir = Path(cfg["workdir"])
+    if jax.process_index() == 0:
+        append_events(workdir, ray.get(monitor.take_unwritten_events.remote()))
+
+    reported = {"checkpoint_step": None}
+
+    def reporter(step: int, metrics: dict) -> None:
+        if jax.process_index() == 0:
+            monitor.progress.remote(attempt, step, metrics)
+        # ray.train.report is a barrier over all workers, and Ray Train drains one report
+        # per worker per health check, so report only when the checkpoint step moves
+        # (the same steps on every process: the orbax manager's latest step agrees).
+        if metrics.get("checkpoint_step") != reported["checkpoint_step"]:
+            reported["checkpoint_step"] = metrics["checkpoint_step"]
+            ray.train.report({"step": step, **metrics})
+
+    def stop(step: int) -> bool:
+        return ray.get(monitor.should_stop.remote(attempt, step))
+
+    try:
+        result = train(cfg["config"], Path(cfg["scene_path"]), workdir, show_progress=False,
+                       reporter=reporter, should_stop=stop)
+    except RaynerfError as exc:
+        ray.get(monitor.set_user_error.remote(rank, str(exc)))
+        raise
+    outcome = {"step": result.step, "stopped": result.step < cfg["config"].train.max_steps}
+    ray.train.report({**result.metrics, "step": result.step, "checkpoint_step": result.step})
+    if jax.process_index() == 0:
+        ray.get(monitor.finish.remote(**outcome))
+    if spec.platform == "cpu":
+        jaxdist.shutdown()
+    return outcome
+
+
+def scaling_config(spec: HostGroupSpec):
+    """Ray Train's ``ScalingConfig`` for ``spec``."""
+    from ray.train import ScalingConfig
+
+    if spec.platform == "tpu":
+        return ScalingConfig(num_workers=spec.hosts, use_tpu=True, topology=spec.topology,
+                             accelerator_type=spec.accelerator_type,
+                             resources_per_worker={"TPU": spec.devices_per_host},
+                             placement_strategy="SPREAD")
+    if spec.platform == "gpu":
+        return ScalingConfig(num_workers=spec.hosts, use_gpu=True,
+                             resources_per_worker={"GPU": spec.devices_per_host})
+    return ScalingConfig(num_workers=spec.hosts, resources_per_worker={"CPU": spec.cpus_per_host})
+
+
+def worker_env(spec: HostGroupSpec) -> dict[str, str]:
+    """Environment variables every worker process starts with."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("RAYNERF_")}
+    if spec.platform == "cpu":
+        env.update(jaxdist.cpu_worker_env(spec.devices_per_host, os.environ.get("XLA_FLAGS", "")))
+    return env
+
+
+def make_trainer(spec: HostGroupSpec, config, scene_path: Path, workdir: Path, monitor: Any,
+                 storage_path: Optional[str] = None):
+    """A ``JaxTrainer`` that trains ``scene_path`` into ``workdir`` on ``spec``'s hosts."""
+    from ray.train import FailureConfig, RunConfig
+    from ray.train.v2.jax import JaxConfig, JaxTrainer
+
+    workdir = Path(workdir).absolute()
+    run_config = RunConfig(
+        name=f"raynerf-{workdir.name}-{int(time.time())}",
+        storage_path=storage_path or str(workdir / "ray_train"),
+        failure_config=FailureConfig(max_failures=spec.max_restarts),
+        callbacks=[RestartRecorder(monitor)],
+        worker_runtime_env={"env_vars": worker_env(spec)},
+    )
+    return JaxTrainer(
+        host_main,
+        train_loop_config={"config": config, "scene_path": str(Path(scene_path).absolute()),
+                           "workdir": str(workdir), "spec": spec, "monitor": monitor},
+        jax_config=JaxConfig(use_tpu=spec.platform == "tpu", use_gpu=spec.platform == "gpu"),
+        scaling_config=scaling_config(spec),
+        run_config=run_config,
+    )
+
+
+def detect_platform() -> dict:
+    """What the connected Ray cluster offers: ``{"platform", "hosts", "devices_per_host",
+    "topology", "accelerator_type"}`` from its nodes' resources and TPU labels.
+
+    A TPU slice is recognised from the ``ray.io/tpu-*`` node labels Ray sets on TPU VMs
+    (untested on real TPUs: this machine has none).
+    """
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    tpu_nodes = [n for n in nodes if n.get("Resources", {}).get("TPU", 0) > 0]
+    if tpu_nodes:
+        labels = tpu_nodes[0].get("Labels", {}) or {}
+        return {"platform": "tpu", "hosts": len(tpu_nodes),
+                "devices_per_host": int(tpu_nodes[0]["Resources"]["TPU"]),
+                "topology": labels.get("ray.io/tpu-topology"),
+                "accelerator_type": labels.get("ray.io/accelerator-type")}
+    gpu_nodes = [n for n in nodes if n.get("Resources", {}).get("GPU", 0) > 0]
+    if gpu_nodes:
+        return {"platform": "gpu", "hosts": len(gpu_nodes),
+                "devices_per_host": int(gpu_nodes[0]["Resources"]["GPU"]),
+                "topology": None, "accelerator_type": None}
+    return {"platform": "cpu", "hosts": None, "devices_per_host": None,
+            "topology": None, "accelerator_type": None}

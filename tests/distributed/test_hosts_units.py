@@ -1,0 +1,101 @@
+"""Fast checks of the host-group pieces: the worker environment, the stop agreement,
+error descriptions, and the cluster file against Ray's own schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raynerf.distributed.hosts import describe_failures, is_user_error
+from raynerf.distributed.jaxdist import cpu_worker_env
+from raynerf.errors import RaynerfError
+
+CLUSTER_FILE = Path(__file__).resolve().parents[2] / "cluster" / "tpu.yaml"
+
+
+def test_cpu_worker_env_sets_device_count_and_keeps_other_flags():
+    env = cpu_worker_env(3, "--xla_cpu_multi_thread_eigen=false --xla_force_host_platform_device_count=8")
+    flags = env["XLA_FLAGS"].split()
+    assert "--xla_cpu_multi_thread_eigen=false" in flags
+    assert [f for f in flags if "device_count" in f] == ["--xla_force_host_platform_device_count=3"]
+    assert env["JAX_PLATFORMS"] == "cpu"
+    with pytest.raises(RaynerfError):
+        cpu_worker_env(0)
+
+
+class _Wrapped(Exception):
+    """Like Ray's task errors: the original exception in ``cause``."""
+
+    def __init__(self, cause):
+        super().__init__("wrapped\nTraceback ...")
+        self.cause = cause
+
+
+def test_user_errors_are_recognised_through_wrappers():
+    assert is_user_error(_Wrapped(RaynerfError("bad scene")))
+    assert not is_user_error(_Wrapped(RuntimeError("gloo connection reset")))
+    text = describe_failures({1: _Wrapped(RuntimeError("x\ny")), 0: ValueError("first line\nmore")})
+    assert text == "host 0: ValueError: first line; host 1: RuntimeError: x"
+
+
+def test_stop_step_is_agreed_by_hosts_at_different_steps(ray_local):
+    """Host 0 runs ahead of host 1; after a stop request both stop at the same step,
+    and neither has already passed it."""
+    from raynerf.distributed.hosts import RunMonitor
+
+    monitor = RunMonitor.remote()
+    attempt = ray_local.get(monitor.begin_attempt.remote())
+    ask = lambda step: ray_local.get(monitor.should_stop.remote(attempt, step))
+    assert not ask(7)  # host 0 finished step 7
+    assert not ask(5)  # host 1 finished step 5
+    ray_local.get(monitor.request_stop.remote())
+    assert not ask(6)  # host 1: the stop step is set to 8 (one past host 0's 7)
+    assert ask(8)  # host 0 stops at 8
+    assert not ask(7)  # host 1 goes on to 8 ...
+    assert ask(8)  # ... and stops there too
+    assert not ray_local.get(monitor.should_stop.remote(attempt - 1, 9))  # a stale group never stops
+
+
+def test_restart_event_carries_the_cause(ray_local):
+    from raynerf.distributed.hosts import RunMonitor
+
+    monitor = RunMonitor.remote()
+    ray_local.get(monitor.begin_attempt.remote())
+    ray_local.get(monitor.progress.remote(1, 6, {"loss": 1.0}))
+    ray_local.get(monitor.record_failure.remote("host 1: ActorDiedError: killed"))
+    ray_local.get(monitor.record_failure.remote("host 0: a later report of the same failure"))
+    assert ray_local.get(monitor.begin_attempt.remote()) == 2
+    events = ray_local.get(monitor.take_unwritten_events.remote())
+    assert events == [{"event": "restart", "restart": 1, "cause": "host 1: ActorDiedError: killed", "step": 6}]
+    assert ray_local.get(monitor.take_unwritten_events.remote()) == []
+
+
+def _prepared():
+    from ray.autoscaler._private.util import prepare_config
+
+    return prepare_config(yaml.safe_load(CLUSTER_FILE.read_text()))
+
+
+def test_cluster_file_passes_rays_validation():
+    from ray.autoscaler._private.util import validate_config
+
+    config = _prepared()
+    validate_config(config)
+    tpu = config["available_node_types"][next(
+        name for name, t in config["available_node_types"].items() if "acceleratorType" in t["node_config"])]
+    assert tpu["node_config"]["runtimeVersion"]
+    assert config["provider"]["type"] == "gcp"
+    assert any("[tpu]" in cmd for cmd in config["worker_setup_commands"])
+
+
+def test_cluster_validation_rejects_a_broken_file():
+    """The validator is not a rubber stamp: an unknown key fails it."""
+    import jsonschema
+    from ray.autoscaler._private.util import validate_config
+
+    config = _prepared()
+    config["available_node_types"]["ray_head_default"]["min_wrokers"] = 0
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(config)
