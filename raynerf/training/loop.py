@@ -1,0 +1,193 @@
+"""The training loop: data in, steps, metrics out, checkpoints, resume.
+
+Every process of a (possibly multi-host) run executes :func:`train` with the same
+arguments; process 0 alone writes metrics, TensorBoard and the progress bar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import jax
+import numpy as np
+
+from raynerf.config import Config
+from raynerf.data.cache import load_pixels
+from raynerf.data.pipeline import make_train_iterator
+from raynerf.data.scene import image_rays, load_scene
+from raynerf.errors import RaynerfError
+from raynerf.model.mipnerf360 import MipNerf360
+from raynerf.render.frames import make_render_fn, render_image
+from raynerf.training import checkpoints
+from raynerf.training.metrics_log import MetricsLogger, truncate_metrics
+from raynerf.training.optim import make_optimizer
+from raynerf.training.progress import ProgressBar
+from raynerf.training.step import (
+    check_batch_size, create_train_state, global_batch, jit_train_step, make_mesh,
+)
+
+# Called by every process at every logged step (the same steps everywhere) with
+# (step, metrics + "checkpoint_step"); the Ray host group forwards process 0's to the
+# driver's progress bar and every process's to Ray Train.
+Reporter = Callable[[int, dict], None]
+
+
+@dataclasses.dataclass
+class TrainResult:
+    step: int
+    metrics: dict
+    workdir: Path
+
+
+def write_config(workdir: Path, config: Config) -> None:
+    (workdir / "config.toml").write_text(config.to_toml())
+
+
+def train(config: Config, scene_path: Path, workdir: Path, *, show_progress: bool = True,
+          reporter: Optional[Reporter] = None, async_checkpoints: bool = True,
+          should_stop: Optional[Callable[[int], bool]] = None) -> TrainResult:
+    """Trains (or resumes) ``scene_path`` into ``workdir`` up to ``config.train.max_steps``.
+
+    ``should_stop(step)``, asked after every step (by every process: it must give the
+    same answer everywhere), ends the run early with a checkpoint, as if interrupted;
+    running again resumes. Persistent non-finite steps roll back to the latest
+    checkpoint, at most ``MAX_ROLLBACKS`` times to the same one.
+    """
+    tc = config.train
+    workdir = Path(workdir)
+    is_main = jax.process_index() == 0
+    mesh = make_mesh()
+    check_batch_size(tc.batch_size, mesh.devices.size)
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+    checkpoints.check_workdir(workdir, scene_path, config, write=is_main)
+    if is_main:
+        write_config(workdir, config)
+
+    scene = load_scene(scene_path, config.data.factor, config.data.llffhold,
+                       config.data.downsample_missing)
+    pixels, _ = load_pixels(scene, config.data.cache_dir or None, progress=is_main and show_progress)
+    iterator = make_train_iterator(scene, pixels, config, jax.process_index(),
+                                   jax.process_count(), config.model.near, config.model.far)
+
+    model = MipNerf360(config.model)
+    tx = make_optimizer(tc)
+    state = create_train_state(config, model, tx, mesh)
+    manager = checkpoints.checkpoint_manager(workdir / "checkpoints", tc.keep_checkpoints,
+                                             async_save=async_checkpoints)
+    if manager.latest_step() is not None:
+        _, state = checkpoints.restore(manager, state, iterator)
+    step = int(jax.device_get(state.step))
+    if is_main:
+        truncate_metrics(workdir, step)
+    train_step = jit_train_step(config, model, tx, mesh, state)
+    logger = MetricsLogger(workdir, enabled=is_main)
+    bar = ProgressBar(tc.max_steps, initial=step, enabled=is_main and show_progress)
+    viewer = _TestViewRenderer(config, model, mesh, scene) if tc.render_every > 0 else None
+
+    last_metrics: dict = {}
+    tick, tick_step = time.perf_counter(), step
+    check_every = max(1, min(tc.log_every, tc.max_nonfinite_steps))
+    rollbacks = _RollbackGuard()
+    try:
+        while step < tc.max_steps:
+            batch = global_batch(mesh, next(iterator))
+            state, metrics = train_step(state, batch)
+            step += 1
+            stop = should_stop is not None and should_stop(step)
+            if step % tc.log_every == 0 or step == tc.max_steps or stop:
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                now = time.perf_counter()
+                metrics["rays_per_sec"] = tc.batch_size * (step - tick_step) / (now - tick)
+                metrics["steps_per_sec"] = (step - tick_step) / (now - tick)
+                metrics["nonfinite_total"] = int(jax.device_get(state.nonfinite_total))
+                tick, tick_step = now, step
+                logger.log(step, metrics)
+                last_metrics = metrics
+                if reporter is not None:
+                    reporter(step, {**metrics, "checkpoint_step": manager.latest_step()})
+            if step % check_every == 0:
+                streak = int(jax.device_get(state.nonfinite_steps))
+                if streak >= tc.max_nonfinite_steps:
+                    state, step = _roll_back(manager, state, step, streak, logger, bar, rollbacks)
+                    tick, tick_step = time.perf_counter(), step
+                    continue
+            if viewer is not None and step % tc.render_every == 0:
+                viewer.log(logger, step, state.params)
+            if step % tc.checkpoint_every == 0 or step == tc.max_steps or stop:
+                checkpoints.save(manager, step, state, iterator)
+            bar.update(step, last_metrics or None)
+            if stop:
+                bar.write(f"stopping early at step {step} (run again to resume)")
+                break
+    except KeyboardInterrupt:
+        if manager.latest_step() != step:
+            bar.write(f"interrupted: saving a checkpoint at step {step}")
+            checkpoints.save(manager, step, state, iterator)
+        manager.wait_until_finished()
+        raise
+    finally:
+        bar.close()
+        manager.wait_until_finished()
+        logger.close()
+    manager.close()
+    return TrainResult(step=step, metrics=last_metrics, workdir=workdir)
+
+
+# Roll-backs to one checkpoint before giving up: the same data and state would fail again.
+MAX_ROLLBACKS = 3
+
+
+class _RollbackGuard:
+    """Counts roll-backs to each checkpoint step."""
+
+    def __init__(self):
+        self.counts: dict[int, int] = {}
+
+    def record(self, to_step: int) -> int:
+        self.counts[to_step] = self.counts.get(to_step, 0) + 1
+        return self.counts[to_step]
+
+
+def _roll_back(manager, state, step: int, streak: int, logger: MetricsLogger, bar: ProgressBar,
+               guard: _RollbackGuard):
+    """Back to the latest checkpoint after ``streak`` consecutive non-finite steps.
+    The data iterator is not rewound, so the run moves past the batches that failed."""
+    manager.wait_until_finished()
+    latest = manager.latest_step()
+    if latest is None:
+        raise RaynerfError(
+            f"loss or gradients were non-finite for {streak} consecutive steps (up to step {step}) "
+            "and there is no checkpoint to roll back to; lower train.lr_init or check the data"
+        )
+    if guard.record(latest) > MAX_ROLLBACKS:
+        raise RaynerfError(
+            f"training keeps diverging after rolling back to the checkpoint of step {latest} "
+            f"{MAX_ROLLBACKS} times (non-finite loss or gradients up to step {step}); "
+            "lower train.lr_init or train.grad_max_norm, or check the data"
+        )
+    bar.write(f"{streak} non-finite steps up to step {step}: rolling back to step {latest}")
+    restored_step, state = checkpoints.restore(manager, state, None, step=latest)
+    state = state.replace(nonfinite_steps=state.nonfinite_steps * 0)
+    logger.log(step, {"event": "rollback", "to_step": restored_step, "nonfinite_streak": streak})
+    return state, restored_step
+
+
+class _TestViewRenderer:
+    """Renders the first test view into TensorBoard every ``render_every`` steps."""
+
+    def __init__(self, config: Config, model: MipNerf360, mesh, scene):
+        self.render_fn = make_render_fn(model, mesh)
+        self.mesh = mesh
+        index = scene.test_indices[0] if len(scene.test_indices) else scene.train_indices[0]
+        self.rays = image_rays(scene, index, config.model.near, config.model.far)
+        self.chunk = min(config.render.chunk_size, int(scene.widths[index] * scene.heights[index]))
+
+    def log(self, logger: MetricsLogger, step: int, params) -> None:
+        out = render_image(self.render_fn, params, self.rays, self.chunk, self.mesh)
+        logger.image(step, "test_view/rgb", out["rgb"])
+        logger.image(step, "test_view/acc", out["acc"])
