@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 from pathlib import Path
 
 import click
@@ -56,5 +59,30 @@ def train(scene: str, data_dir: Path, config_name: str | None, overrides: tuple[
         set_local_devices(devices_per_host)
     from raynerf.training.loop import train as run_training
 
-    result = run_training(config, path, workdir)
+    with _interrupt_flag() as interrupted:
+        result = run_training(config, path, workdir, should_stop=lambda _: interrupted.is_set())
+    if interrupted.is_set():
+        click.echo(f"stopped at step {result.step} with a checkpoint in "
+                   f"{workdir / 'checkpoints'}; run again to resume")
+        raise SystemExit(130)
     click.echo(f"trained {scene} to step {result.step}; checkpoints in {workdir / 'checkpoints'}")
+
+
+@contextlib.contextmanager
+def _interrupt_flag():
+    """A flag set by the first Ctrl-C, so the loop stops between steps (a step's state
+    is donated, so it cannot be saved from inside one); a second Ctrl-C aborts."""
+    flag = threading.Event()
+
+    def handler(signum, frame):
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+        click.echo("\ninterrupted: stopping after this step with a checkpoint (Ctrl-C again to abort)",
+                   err=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
