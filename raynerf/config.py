@@ -52,7 +52,6 @@ class ModelConfig:
     density_bias: float = -1.0
     rgb_padding: float = 0.001
     compute_dtype: str = "float32"  # "bfloat16" for matmuls on GPU/TPU
-    remat: bool = False  # recompute MLP activations in the backward pass (less memory)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -86,15 +86,9 @@ class MLP(nn.Module):
         return density, rgb.reshape(sample_shape + (3,))
 
 
-def _mlp_class(config: ModelConfig) -> type[MLP]:
-    """``MLP``, or with ``model.remat`` its rematerialised form: activations are
-    recomputed in the backward pass instead of stored (same result, less memory)."""
-    return nn.remat(MLP) if config.remat else MLP
-
-
 def prop_mlp(config: ModelConfig, **kwargs) -> MLP:
     """The proposal network (density only), shared by every proposal level."""
-    return _mlp_class(config)(
+    return MLP(
         depth=config.prop_net_depth,
         width=config.prop_net_width,
         skip_layer=config.skip_layer,
@@ -106,7 +100,7 @@ def prop_mlp(config: ModelConfig, **kwargs) -> MLP:
 
 def nerf_mlp(config: ModelConfig, **kwargs) -> MLP:
     """The final-level network: density, then view-dependent colour."""
-    return _mlp_class(config)(
+    return MLP(
         depth=config.nerf_net_depth,
         width=config.nerf_net_width,
         skip_layer=config.skip_layer,

@@ -71,7 +71,7 @@ def run_identity(scene_path: Path, config: Config) -> dict:
     return {
         "scene": Path(scene_path).resolve().name,
         "scene_path": str(Path(scene_path).resolve()),
-        "model": dataclasses.asdict(config.model) | {"compute_dtype": None, "remat": None},
+        "model": dataclasses.asdict(config.model) | {"compute_dtype": None},
         "factor": config.data.factor,
     }
 

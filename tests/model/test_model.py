@@ -122,22 +122,3 @@ def test_tiny_train_step_runs_and_lowers_loss_on_a_fixed_batch():
         losses.append(float(metrics["loss_data"]))
     assert int(state.step) == 15 and int(state.nonfinite_total) == 0
     assert losses[-1] < losses[0] * 0.8
-
-
-def test_remat_gives_the_same_loss_and_gradients():
-    rays = _rays(16, seed=4)
-    batch = {f: getattr(rays, f) for f in ("origins", "directions", "viewdirs", "radii", "near", "far")}
-    batch["rgb"] = jnp.full((16, 3), 0.3)
-    results = []
-    for remat in ("false", "true"):
-        config = load_config("360", SMALL + [f"model.remat={remat}"])
-        model = MipNerf360(config.model)
-        params = model.init(jax.random.PRNGKey(5), None, rays)["params"]
-        results.append(jax.value_and_grad(compute_losses, argnums=2, has_aux=True)(
-            config, model, params, batch, jax.random.PRNGKey(6), 0.3))
-    (loss_a, _), grads_a = results[0]
-    (loss_b, _), grads_b = results[1]
-    assert jax.tree.structure(grads_a) == jax.tree.structure(grads_b)
-    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
