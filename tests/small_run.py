@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import jax
+import pytest
 
 from raynerf.config import Config, load_config
 from raynerf.data.synthetic import make_scene
@@ -87,3 +88,15 @@ def popen_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "from raynerf.cli import main; main()", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env or cli_env())
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    """The small scene, once per test module (import this fixture to use it)."""
+    return small_scene(tmp_path_factory.mktemp("scenes"))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """A pixel cache folder, once per test module."""
+    return tmp_path_factory.mktemp("cache")

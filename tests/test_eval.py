@@ -16,17 +16,7 @@ from raynerf.data import synthetic
 from raynerf.data.poses import transform_points
 from raynerf.data.scene import image_rays, load_scene
 from raynerf.eval.evaluate import auto_chunk_size, bytes_per_ray, depth_abs_error, fit_chunk, strict_json
-from small_run import cli_args, small_scene
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Path:
-    return small_scene(tmp_path_factory.mktemp("scenes"))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
+from small_run import cli_args, cache, scene  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -33,8 +33,9 @@ def time_budget(minutes: float):
     def should_stop(step: int) -> bool:
         if minutes <= 0:
             return False
-        if not deadline:
+        if not deadline:  # the first step starts the clock
             deadline.append(time.monotonic() + minutes * 60)
+            return False
         return time.monotonic() >= deadline[0]
 
     return should_stop

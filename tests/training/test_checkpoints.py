@@ -22,17 +22,7 @@ from raynerf.training.loop import train
 from raynerf.training.metrics_log import read_metrics
 from raynerf.training.optim import make_optimizer
 from raynerf.training.step import create_train_state, make_mesh
-from small_run import cli_args, popen_cli, small_config, small_scene
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Path:
-    return small_scene(tmp_path_factory.mktemp("scenes"))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
+from small_run import cli_args, popen_cli, small_config, small_scene, cache, scene  # noqa: F401 (fixtures)
 
 
 def _params(config, scene, workdir):

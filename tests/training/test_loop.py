@@ -26,20 +26,10 @@ from raynerf.training.optim import learning_rate, make_optimizer
 from raynerf.training.step import (
     check_batch_size, create_train_state, global_batch, jit_train_step, make_mesh,
 )
-from small_run import cli_args, cli_env, run_cli, small_config, small_scene
+from small_run import cli_args, cli_env, run_cli, small_config, cache, scene  # noqa: F401 (fixtures)
 
 LOGGED = ("loss", "loss_data", "loss_interlevel", "loss_distortion", "psnr", "lr",
           "rays_per_sec", "grad_norm")
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Path:
-    return small_scene(tmp_path_factory.mktemp("scenes"))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
 
 
 def read_events(logdir: Path) -> tuple[dict[str, dict[int, float]], dict[str, list[int]]]:
