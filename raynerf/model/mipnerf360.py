@@ -92,7 +92,3 @@ class MipNerf360(nn.Module):
             renderings.append(rendering)
         return renderings
 
-
-def init_params(model: MipNerf360, key: jax.Array, rays: Rays) -> dict:
-    """Parameters for ``model`` from a (small) ray batch of the right structure."""
-    return model.init(key, None, rays)["params"]
