@@ -15,7 +15,8 @@ from raynerf.config import ModelConfig
 from raynerf.data import synthetic
 from raynerf.data.poses import transform_points
 from raynerf.data.scene import image_rays, load_scene
-from raynerf.eval.evaluate import auto_chunk_size, bytes_per_ray, depth_abs_error, fit_chunk, strict_json
+from raynerf.eval.evaluate import auto_chunk_size, depth_abs_error, fit_chunk, strict_json
+from raynerf.render.frames import bytes_per_ray
 from small_run import cli_args, cache, scene  # noqa: F401 (fixtures)
 
 

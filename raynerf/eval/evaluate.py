@@ -22,42 +22,13 @@ from raynerf.data.scene import Scene, image_rays, load_scene
 from raynerf.errors import RaynerfError
 from raynerf.eval import metrics as image_metrics
 from raynerf.model.mipnerf360 import MipNerf360
-from raynerf.render.frames import make_render_fn, render_image
+from raynerf.render.frames import available_memory, bytes_per_ray, make_render_fn, render_image
 from raynerf.render.video import visualize_acc, visualize_distance, to_uint8, write_png
 from raynerf.training import checkpoints
 from raynerf.training.optim import make_optimizer
 from raynerf.training.step import create_train_state, make_mesh
 
 MIN_CHUNK, MAX_CHUNK = 1024, 65536
-
-
-def bytes_per_ray(model: ModelConfig) -> int:
-    """A generous estimate of the live memory one ray needs in a test-time forward pass.
-
-    Per sample of a level the MLP holds its encoded input (21 basis directions x 2 x
-    the number of degrees, kept for the skip connection), a few activations of the
-    layer width and the Gaussian's moments; XLA keeps about two levels' worth alive.
-    """
-    directions = 21 if model.basis_subdivisions == 2 else 10 * 4**model.basis_subdivisions + 2
-    encoded = 2 * directions * (model.max_deg_point - model.min_deg_point)
-
-    def level(samples: int, width: int) -> int:
-        return (samples + 1) * (2 * encoded + 3 * width + 16)
-
-    floats = max(level(model.num_prop_samples, model.prop_net_width),
-                 level(model.num_nerf_samples, model.nerf_net_width))
-    return 4 * 2 * floats
-
-
-def available_memory() -> int:
-    """Free bytes where rendering happens: the first device's memory on an accelerator
-    that reports it, else the host's available RAM."""
-    stats = getattr(jax.devices()[0], "memory_stats", lambda: None)()
-    if stats and "bytes_limit" in stats:
-        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    import psutil
-
-    return int(psutil.virtual_memory().available)
 
 
 def auto_chunk_size(configured: int, model: ModelConfig, available: Optional[int] = None,

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from raynerf.config import ModelConfig
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.model.rays import RAY_FIELDS, Rays
 from raynerf.training.step import batch_sharding, replicated
@@ -61,3 +62,32 @@ def render_image(render_fn: Callable, params, rays: Mapping[str, np.ndarray], ch
             pieces[name].append(np.asarray(jax.device_get(out[name]))[: stop - start])
     return {name: np.concatenate(parts).reshape(height, width, *parts[0].shape[1:])
             for name, parts in pieces.items()}
+
+
+def bytes_per_ray(model: ModelConfig) -> int:
+    """A generous estimate of the live memory one ray needs in a test-time forward pass.
+
+    Per sample of a level the MLP holds its encoded input (21 basis directions x 2 x
+    the number of degrees, kept for the skip connection), a few activations of the
+    layer width and the Gaussian's moments; XLA keeps about two levels' worth alive.
+    """
+    directions = 21 if model.basis_subdivisions == 2 else 10 * 4**model.basis_subdivisions + 2
+    encoded = 2 * directions * (model.max_deg_point - model.min_deg_point)
+
+    def level(samples: int, width: int) -> int:
+        return (samples + 1) * (2 * encoded + 3 * width + 16)
+
+    floats = max(level(model.num_prop_samples, model.prop_net_width),
+                 level(model.num_nerf_samples, model.nerf_net_width))
+    return 4 * 2 * floats
+
+
+def available_memory() -> int:
+    """Free bytes where rendering happens: the first device's memory on an accelerator
+    that reports it, else the host's available RAM."""
+    stats = getattr(jax.local_devices()[0], "memory_stats", lambda: None)()
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    import psutil
+
+    return int(psutil.virtual_memory().available)

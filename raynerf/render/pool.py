@@ -31,9 +31,8 @@ from raynerf.errors import RaynerfError
 
 # What a frame keeps: the outputs the videos are made of.
 FRAME_OUTPUTS = ("rgb", "acc", "distance_mean")
-# Live memory per ray of a chunk, a conservative figure measured on the paper's model;
-# a worker's chunk is cut so that chunk * BYTES_PER_RAY fits a share of its memory.
-BYTES_PER_RAY = 256 * 1024
+# A worker's chunk is cut so that chunk * frames.bytes_per_ray(model) fits this share
+# of its free memory.
 MEMORY_FRACTION = 0.25
 MIN_CHUNK = 256
 # Seconds to wait for the workers' processes to come up before giving up.
@@ -59,7 +58,7 @@ class FrameJob:
 
 
 def fit_chunk(configured: int, num_rays: int, num_devices: int, budget_bytes: float,
-              bytes_per_ray: int = BYTES_PER_RAY) -> int:
+              bytes_per_ray: int) -> int:
     """Rays per forward pass: ``configured``, halved until ``bytes_per_ray`` times it fits
     ``budget_bytes`` (not below ``MIN_CHUNK``), and no larger than a frame needs; always a
     multiple of ``num_devices``."""
@@ -69,16 +68,6 @@ def fit_chunk(configured: int, num_rays: int, num_devices: int, budget_bytes: fl
     per_frame = -(-num_rays // num_devices) * num_devices
     chunk = min(chunk, per_frame)
     return max(num_devices, -(-chunk // num_devices) * num_devices)
-
-
-def _memory_budget(devices: Sequence[Any]) -> float:
-    """Bytes a chunk may use: a share of one accelerator's memory, or of free host memory."""
-    stats = devices[0].memory_stats() if devices[0].platform != "cpu" else None
-    if stats and stats.get("bytes_limit"):
-        return MEMORY_FRACTION * float(stats["bytes_limit"])
-    import psutil
-
-    return MEMORY_FRACTION * float(psutil.virtual_memory().available)
 
 
 class RenderWorker:
@@ -94,7 +83,7 @@ class RenderWorker:
         import jax
 
         from raynerf.model.mipnerf360 import MipNerf360
-        from raynerf.render.frames import make_render_fn
+        from raynerf.render.frames import available_memory, bytes_per_ray, make_render_fn
         from raynerf.training.step import make_mesh
 
         self._config = model_config
@@ -102,7 +91,8 @@ class RenderWorker:
         self._render_fn = make_render_fn(MipNerf360(model_config), self._mesh)
         self._params = None
         self._chunk_size = chunk_size
-        self._budget = _memory_budget(jax.local_devices())
+        self._budget = MEMORY_FRACTION * available_memory()
+        self._bytes_per_ray = bytes_per_ray(model_config)
 
     def _ensure_params(self, params_box: list) -> None:
         """Fetches the parameters from the object store onto the devices, once per process."""
@@ -134,7 +124,7 @@ class RenderWorker:
         rays = camera_rays(job.camtoworld, job.intrinsics, job.width, job.height,
                            self._config.near, self._config.far)
         chunk = fit_chunk(self._chunk_size, job.width * job.height, self._mesh.devices.size,
-                          self._budget)
+                          self._budget, self._bytes_per_ray)
         out = render_image(self._render_fn, self._params, rays, chunk, self._mesh)
         return job.index, {name: _squeeze_last(np.asarray(out[name], np.float32)) for name in FRAME_OUTPUTS}
 

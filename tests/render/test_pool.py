@@ -123,7 +123,7 @@ def test_pool_frames_equal_one_process_render(run, rendered):
                            intrinsics["height"], config.model.near, config.model.far)
         # The workers' chunk (the whole frame): another cut reorders float32 sums, which
         # moves distance_mean by up to ~1e-7 x far on pixels that see the sky.
-        chunk = fit_chunk(config.render.chunk_size, 16 * 12, 1, float("inf"))
+        chunk = fit_chunk(config.render.chunk_size, 16 * 12, 1, float("inf"), 1)
         expected = render_image(render_fn, params, rays, chunk, mesh)
         saved = store.load(index)
         np.testing.assert_allclose(saved["rgb"], expected["rgb"], rtol=1e-5, atol=1e-6)
