@@ -70,6 +70,7 @@ class TrainConfig:
     """Optimisation, schedule, logging and checkpointing."""
 
     batch_size: int = 16384  # global rays per step, over all devices of all hosts
+    grad_accum_steps: int = 1  # micro-batches per step (same result, ~1/M activation memory)
     max_steps: int = 250000
     lr_init: float = 2e-3
     lr_final: float = 2e-5

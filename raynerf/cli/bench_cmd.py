@@ -14,8 +14,9 @@ from raynerf.cli.options import build_config, config_options
 @click.command()
 @config_options
 @click.option("--batch-size", type=int, default=None, help="Override train.batch_size.")
-@click.option("--steps", "timed_steps", type=int, default=5, show_default=True,
-              help="Timed train steps (the median is reported).")
+@click.option("--steps", "timed_steps", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Timed train steps (the median is reported); 0 compiles only (FLOPs, XLA's "
+                   "memory plan).")
 @click.option("--render-chunk", type=int, default=4096, show_default=True)
 @click.option("--only", type=click.Choice(["train", "render", "pipeline"]), multiple=True,
               help="Run only these parts (repeatable).")
@@ -43,11 +44,17 @@ def _print_table(r: dict) -> None:
             ("matmul peak", f"{r['matmul_peak_flops'] / 1e9:.1f} GFLOP/s")]
     if "train" in r:
         t = r["train"]
-        rows += [("train rays/s", f"{t['rays_per_sec']:.0f}"),
-                 ("train steps/s", f"{t['steps_per_sec']:.3f}"),
-                 ("train compile", f"{t['compile_seconds']:.1f} s"),
-                 ("train FLOPs/ray", f"{t['flops_per_ray'] / 1e6:.1f} MFLOP"),
-                 ("train MFU", f"{100 * t['mfu']:.1f} % of the matmul peak")]
+        if "rays_per_sec" in t:
+            rows += [("train rays/s", f"{t['rays_per_sec']:.0f}"),
+                     ("train steps/s", f"{t['steps_per_sec']:.3f}")]
+        rows += [("train compile", f"{t['compile_seconds']:.1f} s"),
+                 ("train FLOPs/ray", f"{t['flops_per_ray'] / 1e6:.1f} MFLOP")]
+        if "mfu" in t:
+            rows += [("train MFU", f"{100 * t['mfu']:.1f} % of the matmul peak")]
+        if "xla_temp_bytes" in t:
+            rows += [("train XLA buffers", f"{t['xla_temp_bytes'] / 2**30:.2f} GiB temporaries + "
+                      f"{t['xla_argument_bytes'] / 2**30:.2f} GiB arguments "
+                      f"({t['grad_accum_steps']} micro-batch(es))")]
     if "render" in r:
         rows += [("render rays/s", f"{r['render']['rays_per_sec']:.0f}")]
     if "pipeline" in r:

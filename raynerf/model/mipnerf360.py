@@ -40,6 +40,20 @@ def level_sample_counts(config: ModelConfig) -> list[int]:
     return [config.num_prop_samples] * (config.num_levels - 1) + [config.num_nerf_samples]
 
 
+def jitter_width(config: ModelConfig) -> int:
+    """Random offsets each ray needs per level: one shared by all strata
+    (``single_jitter``) or one per stratum of the largest level."""
+    return 1 if config.single_jitter else max(level_sample_counts(config))
+
+
+def draw_jitter(key: jax.Array, config: ModelConfig, batch_shape: tuple[int, ...]) -> jnp.ndarray:
+    """The training randomness of a batch of rays: uniform [*batch_shape, num_levels,
+    jitter_width] in [0, 1). Drawn once per batch, so each ray's samples are the same
+    whether the batch is processed whole or in micro-batches."""
+    shape = tuple(batch_shape) + (config.num_levels, jitter_width(config))
+    return jax.random.uniform(key, shape, jnp.float32)
+
+
 class MipNerf360(nn.Module):
     """Rays in, one rendering per level out (the last one is the NeRF level)."""
 
@@ -51,10 +65,11 @@ class MipNerf360(nn.Module):
         self.nerf_mlp = nerf_mlp(self.config)
 
     def __call__(
-        self, key: Optional[jax.Array], rays: Rays, train_frac: jnp.ndarray | float = 1.0
+        self, jitter: Optional[jnp.ndarray], rays: Rays, train_frac: jnp.ndarray | float = 1.0
     ) -> list[dict[str, jnp.ndarray]]:
-        """key: a PRNG key for training (jittered sampling) or None for deterministic
-        test-time sampling. rays: [..., k] fields. train_frac: fraction of training done.
+        """jitter: [..., num_levels, jitter_width] from :func:`draw_jitter` for training
+        (stratified sampling), or None for deterministic test-time sampling.
+        rays: [..., k] fields. train_frac: fraction of training done.
 
         Returns a list of ``num_levels`` dicts, each with ``sdist`` [..., n + 1],
         ``tdist`` [..., n + 1], ``weights`` [..., n], ``acc``, ``distance_mean``,
@@ -76,10 +91,10 @@ class MipNerf360(nn.Module):
                     sdist, weights, level_dilation(cfg, level), domain=S_DOMAIN, renormalize=True
                 )
             logits = stepfun.resample_logits(sdist, weights, anneal, cfg.resample_padding)
-            level_key = None if key is None else jax.random.fold_in(key, level)
-            sdist = stepfun.sample_intervals(
-                level_key, sdist, logits, num_samples, cfg.single_jitter, domain=S_DOMAIN
-            )
+            level_jitter = None
+            if jitter is not None:
+                level_jitter = jitter[..., level, : 1 if cfg.single_jitter else num_samples]
+            sdist = stepfun.sample_intervals(level_jitter, sdist, logits, num_samples, domain=S_DOMAIN)
             if cfg.stop_level_grad:
                 sdist = jax.lax.stop_gradient(sdist)
             tdist = s_to_t(sdist)

@@ -87,51 +87,50 @@ def invert_cdf(u: Array, t: Array, w_logits: Array) -> Array:
 
 
 def sample(
-    key: jax.Array | None,
+    jitter: Array | None,
     t: Array,
     w_logits: Array,
     num_samples: int,
-    single_jitter: bool,
     deterministic_center: bool = False,
     eps: float = _EPS,
 ) -> Array:
     """Stratified samples from the step function ``(t, softmax(w_logits))``.
 
     The unit interval of quantiles is cut into ``num_samples`` strata.
-    With a key, each stratum gets a uniform random offset: one per ray shared by all
-    its strata (``single_jitter``) or one per stratum. Without a key the quantiles are
-    fixed: the strata centres (``deterministic_center``) or ``num_samples`` evenly
-    spaced values from 0 to ``1 - eps``.
+    ``jitter`` [..., 1] or [..., num_samples], uniform in [0, 1), gives each stratum a
+    random offset: one per ray shared by all its strata, or one per stratum. Without
+    jitter the quantiles are fixed: the strata centres (``deterministic_center``) or
+    ``num_samples`` evenly spaced values from 0 to ``1 - eps``.
 
     Returns:
       [..., num_samples] sorted samples inside ``[t[..., 0], t[..., -1]]``.
     """
     batch = jnp.broadcast_shapes(t.shape[:-1], w_logits.shape[:-1])
     strata = jnp.arange(num_samples, dtype=t.dtype)
-    if key is None:
+    if jitter is None:
         if deterministic_center:
             u = (strata + 0.5) / num_samples
         else:
             u = jnp.linspace(0.0, 1.0 - eps, num_samples, dtype=t.dtype)
         u = jnp.broadcast_to(u, batch + (num_samples,))
     else:
-        jitter_shape = batch + ((1,) if single_jitter else (num_samples,))
-        jitter = jax.random.uniform(key, jitter_shape, dtype=t.dtype)
-        u = jnp.minimum((strata + jitter) / num_samples, 1.0 - eps)
+        if jitter.shape[-1] not in (1, num_samples):
+            raise ValueError(f"jitter has {jitter.shape[-1]} values per ray; need 1 or {num_samples}")
+        u = jnp.minimum((strata + jitter.astype(t.dtype)) / num_samples, 1.0 - eps)
     return invert_cdf(u, t, w_logits)
 
 
 def sample_intervals(
-    key: jax.Array | None,
+    jitter: Array | None,
     t: Array,
     w_logits: Array,
     num_samples: int,
-    single_jitter: bool,
     domain: tuple[float, float] = (0.0, 1.0),
 ) -> Array:
     """Intervals around stratified samples of the step function ``(t, softmax(w_logits))``.
 
-    Draws ``num_samples`` points (strata centres without a key), puts knots halfway
+    Draws ``num_samples`` points with :func:`sample` (strata centres without
+    ``jitter``), puts knots halfway
     between neighbours and extends the first and last half-intervals outward by the
     same amount.
 
@@ -140,7 +139,7 @@ def sample_intervals(
     """
     if num_samples < 2:
         raise ValueError(f"sample_intervals needs num_samples >= 2, got {num_samples}")
-    centers = sample(key, t, w_logits, num_samples, single_jitter, deterministic_center=True)
+    centers = sample(jitter, t, w_logits, num_samples, deterministic_center=True)
     mids = 0.5 * (centers[..., 1:] + centers[..., :-1])
     first = jnp.minimum(2.0 * centers[..., :1] - mids[..., :1], mids[..., :1])
     last = jnp.maximum(2.0 * centers[..., -1:] - mids[..., -1:], mids[..., -1:])

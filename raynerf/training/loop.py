@@ -61,7 +61,7 @@ def train(config: Config, scene_path: Path, workdir: Path, *, show_progress: boo
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
     mesh = make_mesh()
-    check_batch_size(tc.batch_size, mesh.devices.size)
+    check_batch_size(tc.batch_size, mesh.devices.size, tc.grad_accum_steps)
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
     checkpoints.check_workdir(workdir, scene_path, config, write=is_main)

@@ -7,6 +7,7 @@ pod slice: only the mesh changes.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.struct
@@ -18,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from raynerf.config import Config
 from raynerf.errors import RaynerfError
-from raynerf.model.mipnerf360 import MipNerf360
+from raynerf.model.mipnerf360 import MipNerf360, draw_jitter
 from raynerf.model.rays import RAY_FIELDS, Rays
 from raynerf.training import losses
 from raynerf.training.optim import learning_rate
@@ -85,11 +86,16 @@ def create_train_state(
 
 
 def compute_losses(
-    config: Config, model: MipNerf360, params, batch: dict, key, train_frac
+    config: Config, model: MipNerf360, params, batch: dict, jitter, train_frac
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
-    """The weighted training loss and its terms for one batch."""
+    """The weighted training loss and its terms for one batch of rays.
+
+    ``jitter``: [batch, num_levels, jitter_width] (see :func:`draw_jitter`) or None.
+    Every term is a mean over the batch's rays, so the means over equal micro-batches
+    average to the whole batch's.
+    """
     tc = config.train
-    renderings = model.apply({"params": params}, key, Rays.from_batch(batch), train_frac)
+    renderings = model.apply({"params": params}, jitter, Rays.from_batch(batch), train_frac)
     final, props = renderings[-1], renderings[:-1]
     data = losses.charbonnier_loss(final["rgb"], batch["rgb"], tc.charb_padding)
     interlevel = losses.interlevel_loss(
@@ -101,18 +107,54 @@ def compute_losses(
         + tc.interlevel_loss_mult * interlevel
         + tc.distortion_loss_mult * distortion
     )
-    mse = jnp.mean((final["rgb"] - batch["rgb"]) ** 2)
     terms = {
         "loss_data": data,
         "loss_interlevel": interlevel,
         "loss_distortion": distortion,
-        "psnr": -10.0 * jnp.log10(mse),
+        "mse": jnp.mean((final["rgb"] - batch["rgb"]) ** 2),
     }
     return loss, terms
 
 
+def split_micro_batches(tree, num_micro: int, mesh: Mesh):
+    """[batch, ...] arrays -> [num_micro, batch / num_micro, ...]. Micro-batch ``m``
+    takes rows ``m, m + num_micro, ...``, so every device holds an equal share of each
+    micro-batch and no data moves between devices."""
+
+    def split(x):
+        x = x.reshape((x.shape[0] // num_micro, num_micro) + x.shape[1:]).swapaxes(0, 1)
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(None, DATA_AXIS)))
+
+    return jax.tree.map(split, tree)
+
+
+def loss_and_grads(
+    config: Config, model: MipNerf360, params, batch: dict, jitter, train_frac, mesh: Mesh
+) -> tuple[tuple[jnp.ndarray, dict], Any]:
+    """``((loss, terms), grads)`` of :func:`compute_losses` on the whole batch.
+
+    With ``train.grad_accum_steps = M > 1`` the batch is processed as M micro-batches in
+    a loop that sums their gradients: the same result as one pass over the whole batch
+    (up to float summation order) with about 1/M of the activation memory.
+    """
+    grad_fn = jax.value_and_grad(functools.partial(compute_losses, config, model), has_aux=True)
+    num_micro = config.train.grad_accum_steps
+    if num_micro == 1:
+        return grad_fn(params, batch, jitter, train_frac)
+
+    def accumulate(carry, micro):
+        micro_batch, micro_jitter = micro
+        return jax.tree.map(jnp.add, carry, grad_fn(params, micro_batch, micro_jitter, train_frac)), None
+
+    micro = split_micro_batches((batch, jitter), num_micro, mesh)
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, *first, train_frac))
+    total, _ = jax.lax.scan(accumulate, zeros, micro)
+    return jax.tree.map(lambda x: x / num_micro, total)
+
+
 def make_train_step(
-    config: Config, model: MipNerf360, tx: optax.GradientTransformation
+    config: Config, model: MipNerf360, tx: optax.GradientTransformation, mesh: Mesh
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """The pure update ``(state, batch) -> (state, metrics)``.
 
@@ -122,9 +164,11 @@ def make_train_step(
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(state.key, state.step)
+        jitter = draw_jitter(key, config.model, batch["rgb"].shape[:1])
+        jitter = jax.lax.with_sharding_constraint(jitter, batch_sharding(mesh))
         train_frac = jnp.clip(state.step / config.train.max_steps, 0.0, 1.0)
-        grad_fn = jax.value_and_grad(compute_losses, argnums=2, has_aux=True)
-        (loss, terms), grads = grad_fn(config, model, state.params, batch, key, train_frac)
+        (loss, terms), grads = loss_and_grads(
+            config, model, state.params, batch, jitter, train_frac, mesh)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -138,6 +182,8 @@ def make_train_step(
             nonfinite_steps=jnp.where(finite, 0, state.nonfinite_steps + 1),
             nonfinite_total=state.nonfinite_total + skipped,
         )
+        terms = dict(terms)
+        terms["psnr"] = -10.0 * jnp.log10(terms.pop("mse"))
         metrics = dict(terms, loss=loss, grad_norm=grad_norm, skipped=skipped,
                        lr=learning_rate(config.train, state.step))
         return new_state, metrics
@@ -150,7 +196,7 @@ def jit_train_step(config: Config, model: MipNerf360, tx, mesh: Mesh, state: Tra
     state_sharding = jax.tree.map(lambda _: replicated(mesh), state)
     batch_shardings = {name: batch_sharding(mesh) for name in BATCH_FIELDS}
     return jax.jit(
-        make_train_step(config, model, tx),
+        make_train_step(config, model, tx, mesh),
         in_shardings=(state_sharding, batch_shardings),
         out_shardings=(state_sharding, replicated(mesh)),
         donate_argnums=0,
@@ -166,13 +212,19 @@ def global_batch(mesh: Mesh, local_batch: dict) -> dict:
     }
 
 
-def check_batch_size(batch_size: int, num_devices: int) -> None:
-    """The global batch must split evenly over all devices (and so over processes)."""
-    if batch_size <= 0 or batch_size % num_devices:
-        lower = max(num_devices, batch_size // num_devices * num_devices)
-        upper = (batch_size // num_devices + 1) * num_devices
+def check_batch_size(batch_size: int, num_devices: int, grad_accum_steps: int = 1) -> None:
+    """The global batch must split evenly over all devices (and so over processes),
+    and each device's share evenly into ``grad_accum_steps`` micro-batches."""
+    if grad_accum_steps < 1:
+        raise RaynerfError(f"train.grad_accum_steps must be at least 1, got {grad_accum_steps}")
+    unit = num_devices * grad_accum_steps
+    if batch_size <= 0 or batch_size % unit:
+        lower = max(unit, batch_size // unit * unit)
+        upper = (batch_size // unit + 1) * unit
         nearest = lower if batch_size - lower <= upper - batch_size else upper
+        over = f"{num_devices} devices" + (
+            f" x {grad_accum_steps} micro-batches" if grad_accum_steps > 1 else "")
         raise RaynerfError(
-            f"train.batch_size={batch_size} does not divide evenly over {num_devices} devices; "
+            f"train.batch_size={batch_size} does not divide evenly over {over}; "
             f"the nearest valid size is {nearest}: use --set train.batch_size={nearest}"
         )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from raynerf.config import load_config
-from raynerf.model.mipnerf360 import MipNerf360, level_dilation
+from raynerf.model.mipnerf360 import MipNerf360, draw_jitter, level_dilation
 from raynerf.model.rays import Rays
 from raynerf.training.optim import make_optimizer
 from raynerf.training.step import (
@@ -98,9 +98,9 @@ def test_forward_and_gradient_finite_on_edge_rays():
     full = load_config("360", SMALL)
     batch = {f: getattr(rays, f) for f in ("origins", "directions", "viewdirs", "radii", "near", "far")}
     batch["rgb"] = jnp.full((12, 3), 0.5)
-    for key in (None, jax.random.PRNGKey(3)):
+    for jitter in (None, draw_jitter(jax.random.PRNGKey(3), config, (12,))):
         (loss, terms), grads = jax.value_and_grad(compute_losses, argnums=2, has_aux=True)(
-            full, model, params, batch, key, 0.5)
+            full, model, params, batch, jitter, 0.5)
         assert np.isfinite(float(loss))
         assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
         assert any(np.any(g != 0) for g in jax.tree.leaves(grads))
@@ -136,8 +136,9 @@ def test_bfloat16_matmuls_keep_the_loss_within_one_percent():
         model = MipNerf360(config.model)
         params = model.init(jax.random.PRNGKey(9), None, rays)["params"]
         (loss, _), grads = jax.value_and_grad(compute_losses, argnums=2, has_aux=True)(
-            config, model, params, batch, jax.random.PRNGKey(10), 0.5)
+            config, model, params, batch, draw_jitter(jax.random.PRNGKey(10), config.model, (64,)), 0.5)
         assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))  # params stay f32
         losses[dtype] = float(loss)
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.01)
     assert losses["bfloat16"] != losses["float32"]  # the bf16 path really ran
+

@@ -10,12 +10,30 @@ import scipy.stats
 from raynerf.model import stepfun as _stepfun
 
 
+def _with_jitter(fn, static):
+    """``fn(jitter, t, logits, num_samples, ...)`` called as ``(key, t, logits,
+    num_samples, single_jitter, ...)``: the jitter is drawn here from ``key``
+    (None for deterministic sampling)."""
+
+    @jax.jit
+    def draw(key, t, logits, width):
+        batch = jnp.broadcast_shapes(t.shape[:-1], logits.shape[:-1])
+        return jax.random.uniform(key, batch + width.shape)
+
+    def call(key, t, logits, num_samples, single_jitter, **kwargs):
+        jitter = None if key is None else draw(key, t, logits, jnp.zeros(1 if single_jitter else num_samples))
+        return jitted(jitter, t, logits, num_samples=num_samples, **kwargs)
+
+    jitted = jax.jit(fn, static_argnames=("num_samples",) + static)
+    return call
+
+
 class stepfun:  # noqa: N801 - the module's functions, jitted (much faster than eager on CPU)
     searchsorted = jax.jit(_stepfun.searchsorted)
     integrate_weights = jax.jit(_stepfun.integrate_weights)
     invert_cdf = jax.jit(_stepfun.invert_cdf)
-    sample = jax.jit(_stepfun.sample, static_argnames=("num_samples", "single_jitter", "deterministic_center"))
-    sample_intervals = jax.jit(_stepfun.sample_intervals, static_argnames=("num_samples", "single_jitter", "domain"))
+    sample = staticmethod(_with_jitter(_stepfun.sample, ("deterministic_center",)))
+    sample_intervals = staticmethod(_with_jitter(_stepfun.sample_intervals, ("domain",)))
     weight_to_pdf = jax.jit(_stepfun.weight_to_pdf)
     pdf_to_weight = jax.jit(_stepfun.pdf_to_weight)
     max_dilate = jax.jit(_stepfun.max_dilate, static_argnames=("domain",))

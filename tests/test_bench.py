@@ -1,0 +1,43 @@
+"""`raynerf bench`: the JSON fields the issue names, with values that add up."""
+
+import json
+
+from click.testing import CliRunner
+
+from raynerf.cli import main
+from small_run import SMALL
+
+
+def _bench(tmp_path, *args):
+    out = tmp_path / "bench.json"
+    sets = [a for s in SMALL if s.startswith("model.") for a in ("--set", s)]
+    result = CliRunner().invoke(main, ["bench", "--config", "tiny", *sets, "--batch-size", "64",
+                                       "--json", str(out), *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text()), result.output
+
+
+def test_bench_reports_throughput_flops_mfu_and_memory(tmp_path):
+    r, output = _bench(tmp_path, "--steps", "2", "--only", "train", "--only", "render",
+                       "--render-chunk", "256")
+    t = r["train"]
+    assert r["device_count"] == 1 and r["backend"] == "cpu" and r["device_kind"]
+    assert t["rays_per_sec"] == t["steps_per_sec"] * 64
+    assert t["flops_per_step"] > 0 and t["flops_per_ray"] * 64 == t["flops_per_step"]
+    assert t["mfu"] == t["flops_per_sec"] / r["matmul_peak_flops"]
+    assert 0 < t["mfu"] < 1.5 and r["matmul_peak_flops"] > 1e8
+    assert t["xla_temp_bytes"] > 0 and r["peak_memory_bytes"] > t["xla_temp_bytes"]
+    assert r["render"]["rays_per_sec"] > 0 and r["render"]["flops_per_ray"] < t["flops_per_ray"]
+    assert "train rays/s" in output and "render rays/s" in output
+
+
+def test_micro_batches_shrink_the_memory_plan(tmp_path):
+    """Compile-only runs: 4 micro-batches keep the FLOPs (one pass over the batch) and
+    plan far fewer temporary bytes than one pass over the whole batch."""
+    whole, _ = _bench(tmp_path, "--steps", "0", "--only", "train", "--batch-size", "1024")
+    micro, output = _bench(tmp_path, "--steps", "0", "--only", "train", "--batch-size", "1024",
+                           "--set", "train.grad_accum_steps=4")
+    assert "rays_per_sec" not in micro["train"] and "train XLA buffers" in output
+    assert micro["train"]["grad_accum_steps"] == 4
+    assert abs(micro["train"]["flops_per_step"] / whole["train"]["flops_per_step"] - 1) < 0.1
+    assert micro["train"]["xla_temp_bytes"] < 0.5 * whole["train"]["xla_temp_bytes"]

@@ -1,0 +1,90 @@
+"""Gradient accumulation over micro-batches gives the one-big-batch result."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from raynerf.config import load_config
+from raynerf.errors import RaynerfError
+from raynerf.model.mipnerf360 import MipNerf360, draw_jitter
+from raynerf.model.rays import Rays
+from raynerf.training.optim import make_optimizer
+from raynerf.training.step import (
+    check_batch_size, create_train_state, global_batch, jit_train_step, loss_and_grads, make_mesh,
+)
+
+SMALL = ["model.nerf_net_depth=2", "model.nerf_net_width=16", "model.prop_net_width=8",
+         "model.prop_net_depth=2", "model.bottleneck_width=8", "model.viewdir_net_width=8",
+         "model.num_prop_samples=16", "model.num_nerf_samples=8", "train.batch_size=48",
+         "train.lr_delay_steps=0"]
+
+
+def _batch(n: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    directions = rng.normal(size=(n, 3)).astype(np.float32)
+    return {
+        "origins": rng.normal(size=(n, 3)).astype(np.float32) * 0.3,
+        "directions": directions,
+        "viewdirs": directions / np.linalg.norm(directions, axis=-1, keepdims=True),
+        "radii": np.full((n, 1), 2e-3, np.float32),
+        "near": np.full((n, 1), 0.2, np.float32),
+        "far": np.full((n, 1), 1e6, np.float32),
+        "rgb": rng.uniform(size=(n, 3)).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("single_jitter", [True, False])
+def test_micro_batch_gradients_equal_the_whole_batch(single_jitter):
+    config = load_config("tiny", SMALL + [f"model.single_jitter={str(single_jitter).lower()}"])
+    model, mesh = MipNerf360(config.model), make_mesh()
+    params = create_train_state(config, model, make_optimizer(config.train), mesh).params
+    batch = {k: jnp.asarray(v) for k, v in _batch(48).items()}
+    jitter = draw_jitter(jax.random.PRNGKey(4), config.model, (48,))
+    results = {}
+    for micro in (1, 4):
+        cfg = load_config("tiny", SMALL + [f"model.single_jitter={str(single_jitter).lower()}",
+                                           f"train.grad_accum_steps={micro}"])
+        fn = jax.jit(lambda p, b, j: loss_and_grads(cfg, model, p, b, j, 0.3, mesh))
+        results[micro] = fn(params, batch, jitter)
+    (loss1, terms1), grads1 = results[1]
+    (loss4, terms4), grads4 = results[4]
+    np.testing.assert_allclose(loss4, loss1, rtol=1e-5)
+    for name in terms1:
+        np.testing.assert_allclose(terms4[name], terms1[name], rtol=1e-5, err_msg=name)
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads1))
+    for g1, g4 in zip(jax.tree.leaves(grads1), jax.tree.leaves(grads4)):
+        np.testing.assert_allclose(g4, g1, rtol=1e-4, atol=1e-6 * scale)
+    # A micro-batch is not the whole batch: its own gradient differs (the test can fail).
+    (_, _), grads_first = jax.jit(lambda p: loss_and_grads(config, model, p, jax.tree.map(
+        lambda x: x[::4], batch), jitter[::4], 0.3, mesh))(params)
+    assert any(not np.allclose(a, b, rtol=1e-3) for a, b in
+               zip(jax.tree.leaves(grads_first), jax.tree.leaves(grads1)))
+
+
+def test_accumulated_train_steps_follow_the_same_trajectory():
+    states = {}
+    for micro in (1, 3):
+        config = load_config("tiny", SMALL + [f"train.grad_accum_steps={micro}"])
+        model, tx, mesh = MipNerf360(config.model), make_optimizer(config.train), make_mesh()
+        state = create_train_state(config, model, tx, mesh)
+        step = jit_train_step(config, model, tx, mesh, state)
+        for i in range(3):
+            state, metrics = step(state, global_batch(mesh, _batch(48, seed=i)))
+        states[micro] = (state, metrics)
+    (s1, m1), (s3, m3) = states[1], states[3]
+    np.testing.assert_allclose(m3["loss"], m1["loss"], rtol=1e-4)
+    np.testing.assert_allclose(m3["psnr"], m1["psnr"], rtol=1e-4)
+    for p1, p3 in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s3.params)):
+        np.testing.assert_allclose(p3, p1, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch, devices, micro, nearest", [(48, 1, 5, 50), (1024, 2, 3, 1026),
+                                                             (16384, 8, 4, 16384)])
+def test_batch_must_split_into_micro_batches_on_every_device(batch, devices, micro, nearest):
+    if batch != nearest:
+        with pytest.raises(RaynerfError, match=f"micro-batches.*--set train.batch_size={nearest}$"):
+            check_batch_size(batch, devices, micro)
+    check_batch_size(nearest, devices, micro)
+    with pytest.raises(RaynerfError, match="grad_accum_steps must be at least 1"):
+        check_batch_size(batch, devices, 0)
