@@ -32,6 +32,7 @@ class ModelConfig:
     num_levels: int = 3  # proposal levels + 1
     dilation_bias: float = 0.0025
     dilation_multiplier: float = 0.5
+    trim_dilated_ends: bool = True  # drop the outermost dilated intervals (as multinerf)
     anneal_slope: float = 10.0  # Schlick bias slope applied to the training fraction
     resample_padding: float = 0.0
     single_jitter: bool = True
@@ -80,6 +81,7 @@ class TrainConfig:
     adam_b2: float = 0.999
     adam_eps: float = 1e-6
     grad_max_norm: float = 1e-3
+    grad_clip_scope: str = "global"  # "global" norm, or "per_network" (each MLP apart)
     charb_padding: float = 0.001
     data_loss_mult: float = 1.0
     interlevel_loss_mult: float = 1.0

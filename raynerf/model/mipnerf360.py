@@ -40,6 +40,16 @@ def level_sample_counts(config: ModelConfig) -> list[int]:
     return [config.num_prop_samples] * (config.num_levels - 1) + [config.num_nerf_samples]
 
 
+def dilation_domain(sdist: jnp.ndarray, dilation: float) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Where the dilated histogram of knots ``sdist`` [..., n + 1] may reach: [..., 1]
+    bounds that let the outermost intervals grow outward only as far as the next knot
+    shifted by ``dilation`` reaches (multinerf's behaviour, which drops the outermost
+    dilated intervals), within ``S_DOMAIN``."""
+    lo = jnp.minimum(sdist[..., 1:2] - dilation, sdist[..., :1])
+    hi = jnp.maximum(sdist[..., -2:-1] + dilation, sdist[..., -1:])
+    return jnp.maximum(lo, S_DOMAIN[0]), jnp.minimum(hi, S_DOMAIN[1])
+
+
 def jitter_width(config: ModelConfig) -> int:
     """Random offsets each ray needs per level: one shared by all strata
     (``single_jitter``) or one per stratum of the largest level."""
@@ -87,8 +97,10 @@ class MipNerf360(nn.Module):
         for level, num_samples in enumerate(level_sample_counts(cfg)):
             is_prop = level < cfg.num_levels - 1
             if level > 0:
+                dilation = level_dilation(cfg, level)
+                domain = dilation_domain(sdist, dilation) if cfg.trim_dilated_ends else S_DOMAIN
                 sdist, weights = stepfun.max_dilate_weights(
-                    sdist, weights, level_dilation(cfg, level), domain=S_DOMAIN, renormalize=True
+                    sdist, weights, dilation, domain=domain, renormalize=True
                 )
             logits = stepfun.resample_logits(sdist, weights, anneal, cfg.resample_padding)
             level_jitter = None

@@ -1,11 +1,16 @@
-"""The optimiser: Adam with a delayed log-linear learning-rate schedule, clipped by global norm."""
+"""The optimiser: Adam with a delayed log-linear learning-rate schedule, after
+gradient clipping by norm (of the whole gradient, or of each network's part)."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
 from raynerf.config import TrainConfig
+from raynerf.errors import RaynerfError
+
+CLIP_SCOPES = ("global", "per_network")
 
 
 def learning_rate(config: TrainConfig, step: jnp.ndarray | int) -> jnp.ndarray:
@@ -21,10 +26,33 @@ def learning_rate(config: TrainConfig, step: jnp.ndarray | int) -> jnp.ndarray:
     return lr
 
 
+def clip_each_subtree(max_norm: float) -> optax.GradientTransformation:
+    """Clips each top-level entry of the gradient (one per network: ``prop_mlp``,
+    ``nerf_mlp``) to norm ``max_norm`` on its own, so that one network's larger
+    gradient does not shrink the other's step."""
+
+    def update(updates, state, params=None):
+        del params
+        clipped = {}
+        for name, subtree in updates.items():
+            scale = jnp.minimum(1.0, max_norm / jnp.maximum(optax.tree.norm(subtree), 1e-30))
+            clipped[name] = jax.tree.map(lambda g: g * scale.astype(g.dtype), subtree)
+        return type(updates)(clipped) if isinstance(updates, dict) else clipped, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Clip the gradient's global norm, then Adam with :func:`learning_rate`."""
+    """Clip the gradient (``grad_clip_scope``), then Adam with :func:`learning_rate`."""
+    if config.grad_clip_scope not in CLIP_SCOPES:
+        raise RaynerfError(
+            f"train.grad_clip_scope must be one of {', '.join(CLIP_SCOPES)}, "
+            f"got {config.grad_clip_scope!r}"
+        )
+    clip = (optax.clip_by_global_norm if config.grad_clip_scope == "global"
+            else clip_each_subtree)(config.grad_max_norm)
     return optax.chain(
-        optax.clip_by_global_norm(config.grad_max_norm),
+        clip,
         optax.adam(
             lambda step: learning_rate(config, step),
             b1=config.adam_b1,

@@ -142,3 +142,40 @@ def test_bfloat16_matmuls_keep_the_loss_within_one_percent():
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.01)
     assert losses["bfloat16"] != losses["float32"]  # the bf16 path really ran
 
+
+def _multinerf_dilation(t, p, d):
+    """The reference construction, written out: knots t, t_j - d, t_{j+1} + d sorted and
+    clipped to [0, 1], the max-filtered pdf on them, then the outermost interval at
+    each end dropped. Returns (knots, pdf values)."""
+    lo, hi = t[:-1] - d, t[1:] + d
+    knots = np.clip(np.sort(np.concatenate([t, lo, hi])), 0.0, 1.0)
+    starts = knots[:-1]
+    reach = (lo[None, :] <= starts[:, None]) & (hi[None, :] > starts[:, None])
+    values = np.max(np.where(reach, p[None, :], 0.0), axis=-1)
+    return knots[1:-1], values[1:-1]
+
+
+def test_dilation_stays_where_the_reference_keeps_it():
+    """dilation_domain + max_dilate equal the reference's dilated step function: same
+    support, same values everywhere inside it (checked on a fine grid)."""
+    from raynerf.model import stepfun
+    from raynerf.model.mipnerf360 import dilation_domain
+
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        n = int(rng.integers(2, 9))
+        inner = np.sort(rng.uniform(0, 1, n - 1))
+        ends = np.sort(rng.uniform(0, 1, 2)) if trial % 2 else np.array([0.0, 1.0])
+        t = np.concatenate([[ends[0]], ends[0] + inner * (ends[1] - ends[0]), [ends[1]]])
+        p = rng.uniform(0.1, 2.0, n) * (rng.uniform(size=n) > 0.3)
+        d = float(rng.choice([0.002, 0.02, 0.2]))
+        ref_t, ref_p = _multinerf_dilation(t, p, d)
+        lo, hi = dilation_domain(jnp.asarray(t, jnp.float32), d)
+        np.testing.assert_allclose([float(lo[0]), float(hi[0])], [ref_t[0], ref_t[-1]], atol=1e-6)
+        ours_t, ours_p = (np.asarray(a, np.float64) for a in stepfun.max_dilate(
+            jnp.asarray(t, jnp.float32), jnp.asarray(p, jnp.float32), d, domain=(lo, hi)))
+        grid = np.linspace(ref_t[0], ref_t[-1], 997)[1:-1]
+        near_knot = np.min(np.abs(grid[:, None] - np.concatenate([ref_t, ours_t])[None, :]), axis=-1) < 1e-5
+        grid = grid[~near_knot]
+        at = lambda knots, vals: vals[np.clip(np.searchsorted(knots, grid, side="right") - 1, 0, len(vals) - 1)]
+        np.testing.assert_allclose(at(ours_t, ours_p), at(ref_t, ref_p), atol=1e-6, err_msg=f"trial {trial}")

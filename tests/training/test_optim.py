@@ -82,3 +82,28 @@ def test_small_gradient_passes_unclipped_and_first_step_is_bias_corrected_adam()
     lr0 = config.lr_init * config.lr_delay_mult
     expected = -lr0 * g / (np.abs(g) + config.adam_eps)
     np.testing.assert_allclose(updates["w"], expected, rtol=1e-4)
+
+
+def test_per_network_clipping_scales_each_network_on_its_own():
+    """grad_clip_scope=per_network (multinerf's clipping): a network whose gradient is
+    over the limit is scaled to it, the other is left as it is."""
+    config = TrainConfig(grad_max_norm=1e-3, grad_clip_scope="per_network")
+    grads = {"prop_mlp": {"w": jnp.array([3.0, -4.0])},  # norm 5: clipped to 1e-3
+             "nerf_mlp": {"w": jnp.array([3e-4, 0.0]), "b": jnp.array([4e-4])}}  # norm 5e-4
+    _, state = _first_update(config, grads)
+    mu = state[1][0].mu
+    np.testing.assert_allclose(mu["prop_mlp"]["w"], 0.1 * 1e-3 / 5 * np.array([3.0, -4.0]), rtol=1e-5)
+    np.testing.assert_allclose(mu["nerf_mlp"]["w"], 0.1 * np.array([3e-4, 0.0]), rtol=1e-5)
+    np.testing.assert_allclose(mu["nerf_mlp"]["b"], 0.1 * np.array([4e-4]), rtol=1e-5)
+    # The global scope shrinks both by the same factor instead.
+    _, state = _first_update(TrainConfig(grad_max_norm=1e-3), grads)
+    total = math.sqrt(25 + 25e-8)
+    np.testing.assert_allclose(state[1][0].mu["nerf_mlp"]["b"], 0.1 * 1e-3 / total * np.array([4e-4]),
+                               rtol=1e-5)
+
+
+def test_unknown_clip_scope_is_an_error():
+    from raynerf.errors import RaynerfError
+
+    with pytest.raises(RaynerfError, match="grad_clip_scope must be one of global, per_network"):
+        make_optimizer(TrainConfig(grad_clip_scope="layer"))
