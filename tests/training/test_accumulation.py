@@ -88,3 +88,44 @@ def test_batch_must_split_into_micro_batches_on_every_device(batch, devices, mic
     check_batch_size(nearest, devices, micro)
     with pytest.raises(RaynerfError, match="grad_accum_steps must be at least 1"):
         check_batch_size(batch, devices, 0)
+
+
+TWO_DEVICES = """
+import jax, numpy as np
+from test_accumulation import SMALL, _batch
+from raynerf.config import load_config
+from raynerf.model.mipnerf360 import MipNerf360
+from raynerf.training.optim import make_optimizer
+from raynerf.training.step import create_train_state, global_batch, jit_train_step, make_mesh
+assert jax.device_count() == 2
+out = {}
+for devices, micro in ((1, 1), (2, 3)):
+    config = load_config("tiny", SMALL + [f"train.grad_accum_steps={micro}"])
+    model, tx = MipNerf360(config.model), make_optimizer(config.train)
+    mesh = make_mesh(jax.devices()[:devices])
+    state = create_train_state(config, model, tx, mesh)
+    step = jit_train_step(config, model, tx, mesh, state)
+    for i in range(2):
+        state, metrics = step(state, global_batch(mesh, _batch(48, seed=i)))
+    out[devices] = jax.device_get(state.params), float(metrics["loss"])
+np.testing.assert_allclose(out[2][1], out[1][1], rtol=1e-5)
+for a, b in zip(jax.tree.leaves(out[1][0]), jax.tree.leaves(out[2][0])):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+print("same")
+"""
+
+
+def test_micro_batches_sharded_over_two_devices_match_one_device():
+    """Micro-batches cut across a 2-device mesh (each device holds its share of every
+    micro-batch) give the one-device, one-pass parameters."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([str(here), str(here.parent)]))
+    result = subprocess.run([sys.executable, "-c", TWO_DEVICES], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0 and "same" in result.stdout, result.stderr[-3000:]
