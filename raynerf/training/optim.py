@@ -33,11 +33,12 @@ def clip_each_subtree(max_norm: float) -> optax.GradientTransformation:
 
     def update(updates, state, params=None):
         del params
-        clipped = {}
-        for name, subtree in updates.items():
+
+        def clip(subtree):
             scale = jnp.minimum(1.0, max_norm / jnp.maximum(optax.tree.norm(subtree), 1e-30))
-            clipped[name] = jax.tree.map(lambda g: g * scale.astype(g.dtype), subtree)
-        return type(updates)(clipped) if isinstance(updates, dict) else clipped, state
+            return jax.tree.map(lambda g: g * scale.astype(g.dtype), subtree)
+
+        return {name: clip(subtree) for name, subtree in updates.items()}, state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 

@@ -15,13 +15,11 @@ def _with_jitter(fn, static):
     num_samples, single_jitter, ...)``: the jitter is drawn here from ``key``
     (None for deterministic sampling)."""
 
-    @jax.jit
-    def draw(key, t, logits, width):
-        batch = jnp.broadcast_shapes(t.shape[:-1], logits.shape[:-1])
-        return jax.random.uniform(key, batch + width.shape)
-
     def call(key, t, logits, num_samples, single_jitter, **kwargs):
-        jitter = None if key is None else draw(key, t, logits, jnp.zeros(1 if single_jitter else num_samples))
+        jitter = None
+        if key is not None:
+            batch = jnp.broadcast_shapes(t.shape[:-1], logits.shape[:-1])
+            jitter = jax.random.uniform(key, batch + (1 if single_jitter else num_samples,))
         return jitted(jitter, t, logits, num_samples=num_samples, **kwargs)
 
     jitted = jax.jit(fn, static_argnames=("num_samples",) + static)
