@@ -16,6 +16,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from raynerf.config import Config
 from raynerf.model.mipnerf360 import MipNerf360
@@ -52,24 +53,49 @@ def _time(fn: Callable[[], object], repeats: int) -> list[float]:
     return times
 
 
-def matmul_peak(mesh, size: Optional[int] = None, repeats: int = 5) -> float:
-    """FLOP/s of a large float32 matmul on every device of ``mesh`` at once."""
+def matmul_peak(mesh, dtype: str = "float32", size: Optional[int] = None, repeats: int = 5) -> float:
+    """FLOP/s of a large ``dtype`` matmul (float32 accumulation) on every device of
+    ``mesh`` at once, on random operands (zeros or ones can run faster than real data)."""
     devices = mesh.devices.size
     size = size or (2048 if jax.default_backend() == "cpu" else 8192)
     sharding = batch_sharding(mesh)
-    a = jax.device_put(jnp.ones((devices * size, size), jnp.float32), sharding)
-    b = jax.device_put(jnp.ones((size, size), jnp.float32), replicated(mesh))
-    matmul = jax.jit(lambda x, y: x @ y, out_shardings=sharding)
+    key_a, key_b = jax.random.split(jax.random.key(0))
+    a = jax.device_put(jax.random.normal(key_a, (devices * size, size), dtype), sharding)
+    b = jax.device_put(jax.random.normal(key_b, (size, size), dtype), replicated(mesh))
+    matmul = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32),
+                     out_shardings=sharding)
     jax.block_until_ready(matmul(a, b))
     seconds = min(_time(lambda: matmul(a, b), repeats))
     return 2.0 * devices * size**3 / seconds
 
 
-def _flops(compiled) -> float:
-    analysis = compiled.cost_analysis()
+def _flops(lowered) -> float:
+    """XLA's FLOP count of a lowered program (nan where the backend gives none)."""
+    analysis = lowered.cost_analysis()
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0]
     return float(analysis.get("flops", float("nan"))) if analysis else float("nan")
+
+
+def count_flops(build: Callable[[Mesh], Callable], mesh: Mesh, *args) -> float:
+    """FLOPs of one call of ``build(mesh)(*args)``, counted on the lowered program,
+    before the backend rewrites it (after compilation XLA:GPU no longer counts the
+    matmuls it hands to cuBLAS). Backends behind a PJRT plugin (GPU, TPU) count no
+    lowered program; there the same function is lowered for one CPU device, with the
+    arguments' shapes only, and counted: the same global computation."""
+    flops = _flops(build(mesh).lower(*args))
+    if np.isnan(flops):
+        flops = count_flops_on_cpu(build, *args)
+    return flops
+
+
+def count_flops_on_cpu(build: Callable[[Mesh], Callable], *args) -> float:
+    try:
+        cpu_mesh = make_mesh(jax.devices("cpu")[:1])
+    except RuntimeError:  # the CPU backend is switched off (JAX_PLATFORMS)
+        return float("nan")
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), args)
+    return _flops(build(cpu_mesh).lower(*shapes))
 
 
 def _memory_plan(compiled) -> dict:
@@ -98,11 +124,9 @@ def bench_train(config: Config, mesh, steps: int = 5) -> dict:
     start = time.perf_counter()
     compiled = step_fn.lower(state, batch).compile()
     compile_s = time.perf_counter() - start
-    flops = _flops(compiled)
-    if config.train.grad_accum_steps > 1:
-        # XLA counts a loop's body once: count the same step as one pass instead.
-        single = config.replace({"train": {"grad_accum_steps": 1}})
-        flops = _flops(jit_train_step(single, model, tx, mesh, state).lower(state, batch))
+    # A loop's body is counted once, so with micro-batches count the step as one pass.
+    single = config.replace({"train": {"grad_accum_steps": 1}})
+    flops = count_flops(lambda m: jit_train_step(single, model, tx, m, state), mesh, state, batch)
     plan = _memory_plan(compiled)
     result = {
         "batch_size": batch_size,
@@ -142,7 +166,7 @@ def bench_render(config: Config, mesh, chunk: int, repeats: int = 3) -> dict:
     jax.block_until_ready(compiled(params, arrays))
     seconds = statistics.median(_time(lambda: compiled(params, arrays), repeats))
     return {"chunk_size": chunk, "rays_per_sec": chunk / seconds, "compile_seconds": compile_s,
-            "flops_per_ray": _flops(compiled) / chunk}
+            "flops_per_ray": count_flops(lambda m: make_render_fn(model, m), mesh, params, arrays) / chunk}
 
 
 def bench_pipeline(config: Config, seconds: float = 3.0) -> dict:
@@ -178,7 +202,8 @@ def run(config: Config, train_steps: int = 5, render_chunk: int = 4096,
         "batch_size": config.train.batch_size,
         "compute_dtype": config.model.compute_dtype,
     }
-    result["matmul_peak_flops"] = matmul_peak(mesh)
+    # MFU is taken against the peak of the dtype the MLPs multiply in.
+    result["matmul_peak_flops"] = matmul_peak(mesh, config.model.compute_dtype)
     if "train" in parts:
         result["train"] = bench_train(config, mesh, train_steps)
         if "flops_per_sec" in result["train"]:

@@ -45,3 +45,24 @@ def test_micro_batches_shrink_the_memory_plan(tmp_path):
     assert micro["train"]["grad_accum_steps"] == 4
     assert abs(micro["train"]["flops_per_step"] / whole["train"]["flops_per_step"] - 1) < 0.1
     assert micro["train"]["xla_temp_bytes"] < 0.5 * whole["train"]["xla_temp_bytes"]
+
+
+def test_flops_counted_on_a_cpu_lowering_match_the_direct_count():
+    """Where the backend counts no lowered program (GPU, TPU), the step is lowered anew
+    for one CPU device from its arguments' shapes alone: that count must equal the
+    count of the devices' own lowering of the same step."""
+    from raynerf import bench
+    from raynerf.config import load_config
+    from raynerf.model.mipnerf360 import MipNerf360
+    from raynerf.training.optim import make_optimizer
+    from raynerf.training.step import create_train_state, global_batch, jit_train_step, make_mesh
+
+    config = load_config("tiny", list(SMALL) + ["train.batch_size=64"])
+    mesh = make_mesh()
+    model, tx = MipNerf360(config.model), make_optimizer(config.train)
+    state = create_train_state(config, model, tx, mesh)
+    batch = global_batch(mesh, bench.synthetic_batch(64))
+    build = lambda m: jit_train_step(config, model, tx, m, state)
+    direct = bench._flops(build(mesh).lower(state, batch))
+    on_cpu = bench.count_flops_on_cpu(build, state, batch)
+    assert direct > 1e6 and on_cpu == pytest.approx(direct, rel=1e-6)

@@ -41,7 +41,7 @@ def bench(config_name, overrides, batch_size, timed_steps, render_chunk, only, j
 def _print_table(r: dict) -> None:
     rows = [("device", f"{r['device_count']} x {r['device_kind']} ({r['backend']})"),
             ("config / batch", f"{r['config']} / {r['batch_size']} ({r['compute_dtype']})"),
-            ("matmul peak", f"{r['matmul_peak_flops'] / 1e9:.1f} GFLOP/s")]
+            ("matmul peak", f"{r['matmul_peak_flops'] / 1e9:.1f} GFLOP/s ({r['compute_dtype']})")]
     if "train" in r:
         t = r["train"]
         if "rays_per_sec" in t:
