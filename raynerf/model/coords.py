@@ -146,28 +146,41 @@ def integrated_pos_enc(means: Array, variances: Array, min_deg: int, max_deg: in
     )
 
 
-def _octave_sin_cos(x: Array, min_deg: int, max_deg: int,
-                    exact_every: int = 4) -> tuple[list[Array], list[Array]]:
+# pi / 2 split into three parts (Cody-Waite): the first two have few enough mantissa
+# bits that ``k * part`` is exact in float32 for every quadrant index |k| < 2^12,
+# i.e. |x| < 6400, far beyond the contracted scene (|x| <= 2) times 2^11.
+_HALF_PI_PARTS = (1.5703125, 4.837512969970703125e-4, 7.549789954891882e-8)
+
+
+def sin_cos(x: Array) -> tuple[Array, Array]:
+    """``(sin(x), cos(x))`` from one range reduction and two short polynomials.
+
+    ``x = k pi/2 + r`` with ``|r| <= pi/4``; on that interval the Taylor polynomials to
+    degree 9 (sine) and 8 (cosine) are exact to 3e-8, and the quadrant ``k mod 4``
+    picks and signs the pair. XLA:CPU calls a scalar library routine for ``jnp.sin``;
+    these multiply-adds vectorise and fuse with their neighbours, about 4x faster in
+    the encodings. Accurate to 1e-7 for float32 |x| < 6400.
+    """
+    k = jnp.round(x * (2.0 / jnp.pi))
+    r = x - k * _HALF_PI_PARTS[0] - k * _HALF_PI_PARTS[1] - k * _HALF_PI_PARTS[2]
+    r2 = r * r
+    sin_r = r + r * r2 * (-1 / 6 + r2 * (1 / 120 + r2 * (-1 / 5040 + r2 * (1 / 362880))))
+    cos_r = 1 + r2 * (-1 / 2 + r2 * (1 / 24 + r2 * (-1 / 720 + r2 * (1 / 40320))))
+    quadrant = k - 4.0 * jnp.floor(0.25 * k)  # in {0, 1, 2, 3}
+    odd = (quadrant == 1) | (quadrant == 3)
+    sin = jnp.where(odd, cos_r, sin_r) * jnp.where(quadrant >= 2, -1.0, 1.0)
+    cos = jnp.where(odd, sin_r, cos_r) * jnp.where((quadrant == 1) | (quadrant == 2), -1.0, 1.0)
+    return sin, cos
+
+
+def _octave_sin_cos(x: Array, min_deg: int, max_deg: int) -> tuple[list[Array], list[Array]]:
     """``sin(2^l x)`` and ``cos(2^l x)`` for l in [min_deg, max_deg), each [..., D].
 
-    Sine and cosine are evaluated directly every ``exact_every`` octaves; the
-    octaves in between follow by the double-angle identities (sin 2a = 2 sin a cos a,
-    cos 2a = 1 - 2 sin^2 a): a few multiplications instead of a transcendental.
-    Each doubling at most doubles the rounding error, so restarting every 4 octaves
-    keeps it within 8 float32 ulps.
+    Every octave is evaluated from ``x`` on its own (scaling by 2^l is exact), so XLA
+    can compute each output slice in one fused loop without recomputing the others.
     """
-    sines: list[Array] = []
-    cosines: list[Array] = []
-    for i, deg in enumerate(range(min_deg, max_deg)):
-        if i % exact_every == 0:
-            angle = x * 2.0**deg
-            sines.append(jnp.sin(angle))
-            cosines.append(jnp.cos(angle))
-        else:
-            s_, c = sines[-1], cosines[-1]
-            sines.append(2.0 * s_ * c)
-            cosines.append(1.0 - 2.0 * s_ * s_)
-    return sines, cosines
+    pairs = [sin_cos(x * 2.0**deg) for deg in range(min_deg, max_deg)]
+    return [s_ for s_, _ in pairs], [c for _, c in pairs]
 
 
 def pos_enc(x: Array, min_deg: int, max_deg: int, append_identity: bool = True) -> Array:
