@@ -7,7 +7,6 @@ eval-style chunked rendering, the input pipeline, and peak memory.
 
 from __future__ import annotations
 
-import dataclasses
 import resource
 import statistics
 import time

@@ -102,7 +102,7 @@ class RenderConfig:
     fps: int = 5
     z_variation: float = 0.0
     z_phase: float = 0.0
-    chunk_size: int = 8192  # rays per forward pass
+    chunk_size: int = 8192  # rays per forward pass (halved to fit free memory); 0 -> the largest that fits
     workers: int = 0  # Ray render workers; 0 -> one per available device host
 
 
@@ -110,7 +110,7 @@ class RenderConfig:
 class EvalConfig:
     """Test-view evaluation."""
 
-    chunk_size: int = 0  # rays per forward pass; 0 -> derived from available memory
+    chunk_size: int = 0  # rays per forward pass (halved to fit free memory); 0 -> the largest that fits
     lpips_net: str = "alex"  # "alex", "vgg" or "none"
 
 

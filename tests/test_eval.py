@@ -11,12 +11,10 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from raynerf.cli import main
-from raynerf.config import ModelConfig
 from raynerf.data import synthetic
 from raynerf.data.poses import transform_points
 from raynerf.data.scene import image_rays, load_scene
-from raynerf.eval.evaluate import auto_chunk_size, depth_abs_error, fit_chunk, strict_json
-from raynerf.render.frames import bytes_per_ray
+from raynerf.eval.evaluate import depth_abs_error, strict_json
 from small_run import cli_args, cache, scene  # noqa: F401 (fixtures)
 
 
@@ -81,26 +79,6 @@ def test_strict_json_replaces_non_finite_values():
     text = json.dumps(strict_json(value), allow_nan=False)
     assert json.loads(text, parse_constant=_no_constants) == {
         "psnr": None, "images": [{"psnr": None, "ssim": 1.0}], "x": None, "name": "a", "step": 3}
-
-
-def test_chunk_size_is_configured_or_fits_the_memory():
-    model = ModelConfig()
-    assert auto_chunk_size(3000, model, available=1) == 3000
-    sizes = [auto_chunk_size(0, model, available=gib * 2**30) for gib in (0.01, 1, 4, 16, 64, 1024)]
-    assert all(s & (s - 1) == 0 and 1024 <= s <= 65536 for s in sizes)  # powers of two in range
-    assert sizes == sorted(sizes) and sizes[0] == 1024 and sizes[-1] == 65536
-    for gib, size in zip((1, 4, 16), sizes[1:4]):  # the largest that fits a quarter
-        assert size * bytes_per_ray(model) <= gib * 2**30 / 4 or size == 1024
-        assert 2 * size * bytes_per_ray(model) > gib * 2**30 / 4
-    small = ModelConfig(nerf_net_width=128, prop_net_width=64)
-    assert bytes_per_ray(small) < bytes_per_ray(model)
-
-
-@pytest.mark.parametrize("chunk, rays, fitted", [(4096, 4800, 2400), (512, 1280, 427), (8192, 100, 100),
-                                                 (1000, 1000, 1000), (1000, 1001, 501)])
-def test_fit_chunk_keeps_the_passes_and_cuts_the_padding(chunk, rays, fitted):
-    assert fit_chunk(chunk, rays) == fitted
-    assert -(-rays // fitted) == -(-rays // chunk) and fitted <= chunk
 
 
 def test_depth_error_of_exact_geometry_is_zero(scene):

@@ -109,7 +109,7 @@ def _image_dir(path: Path, factor: int, names: list[str], downsample_missing: bo
         return img.create_downsampled_folder(path, names, factor)
     present = sorted(p.name for p in path.glob("images*") if p.is_dir())
     how = (
-        f"create it from images/ with --downsample (or --set data.downsample_missing=true)"
+        "create it from images/ with --downsample (or --set data.downsample_missing=true)"
         if factor != 1 else "restore the full-resolution images there"
     )
     raise RaynerfError(

@@ -16,40 +16,17 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from raynerf.config import Config, ModelConfig
+from raynerf.config import Config
 from raynerf.data.cache import load_pixels
 from raynerf.data.scene import Scene, image_rays, load_scene
 from raynerf.errors import RaynerfError
 from raynerf.eval import metrics as image_metrics
 from raynerf.model.mipnerf360 import MipNerf360
-from raynerf.render.frames import available_memory, bytes_per_ray, make_render_fn, render_image
+from raynerf.render.frames import choose_chunk, make_render_fn, render_image
 from raynerf.render.video import visualize_acc, visualize_distance, to_uint8, write_png
 from raynerf.training import checkpoints
 from raynerf.training.optim import make_optimizer
 from raynerf.training.step import create_train_state, make_mesh
-
-MIN_CHUNK, MAX_CHUNK = 1024, 65536
-
-
-def auto_chunk_size(configured: int, model: ModelConfig, available: Optional[int] = None,
-                    fraction: float = 0.25) -> int:
-    """``configured`` if positive, else the largest power of two in [1024, 65536] rays
-    whose estimated memory (:func:`bytes_per_ray`) fits ``fraction`` of ``available``."""
-    if configured > 0:
-        return configured
-    budget = (available_memory() if available is None else available) * fraction
-    chunk = MIN_CHUNK
-    while chunk * 2 <= MAX_CHUNK and chunk * 2 * bytes_per_ray(model) <= budget:
-        chunk *= 2
-    return chunk
-
-
-def fit_chunk(chunk: int, rays: int) -> int:
-    """The smallest chunk that covers ``rays`` in as many passes as ``chunk`` would:
-    rays rendered as padding are wasted work."""
-    passes = -(-rays // chunk)
-    return -(-rays // passes)
-
 
 def depth_abs_error(distance: np.ndarray, true_depth: np.ndarray, scale: float) -> np.ndarray:
     """Absolute error of rendered depth against ground-truth z-depth, in COLMAP units.
@@ -130,7 +107,7 @@ def evaluate(config: Config, scene_path: Path, workdir: Path, show_progress: boo
     if not indices:
         raise RaynerfError(f"{scene.path} has no test views (data.llffhold={config.data.llffhold})")
     largest = max(int(scene.widths[i]) * int(scene.heights[i]) for i in indices)
-    chunk = fit_chunk(auto_chunk_size(config.eval.chunk_size, config.model), largest)
+    chunk = choose_chunk(config.eval.chunk_size, largest, mesh.devices.size, config.model)
     lpips, lpips_note = _lpips(config.eval.lpips_net)
     out_dir = Path(workdir) / "eval"
     is_main = jax.process_index() == 0

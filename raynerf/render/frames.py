@@ -8,10 +8,9 @@ devices; every process must call :func:`render_image` with the same rays.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
@@ -91,3 +90,27 @@ def available_memory() -> int:
     import psutil
 
     return int(psutil.virtual_memory().available)
+
+
+# Render chunks: at least MIN_CHUNK rays (smaller passes waste the devices), at most
+# MAX_CHUNK, and sized so that their estimated memory fits MEMORY_FRACTION of what is free.
+MIN_CHUNK, MAX_CHUNK = 256, 65536
+MEMORY_FRACTION = 0.25
+
+
+def choose_chunk(configured: int, num_rays: int, num_devices: int, model: ModelConfig,
+                 available: Optional[float] = None) -> int:
+    """Rays per forward pass for rendering images of ``num_rays`` rays.
+
+    Starts from ``configured`` (0: ``MAX_CHUNK``), halves it while its estimated memory
+    (:func:`bytes_per_ray`) exceeds ``MEMORY_FRACTION`` of ``available`` bytes (default:
+    :func:`available_memory`), not below ``MIN_CHUNK``; then takes the smallest chunk
+    that covers ``num_rays`` in as many passes (padding rays are wasted work), rounded
+    up to a multiple of ``num_devices``.
+    """
+    available = available_memory() if available is None else available
+    chunk = configured if configured > 0 else MAX_CHUNK
+    while chunk > MIN_CHUNK and chunk * bytes_per_ray(model) > MEMORY_FRACTION * available:
+        chunk //= 2
+    passes = -(-num_rays // chunk)
+    return round_chunk(-(-num_rays // passes), num_devices)

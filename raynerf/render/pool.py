@@ -31,10 +31,6 @@ from raynerf.errors import RaynerfError
 
 # What a frame keeps: the outputs the videos are made of.
 FRAME_OUTPUTS = ("rgb", "acc", "distance_mean")
-# A worker's chunk is cut so that chunk * frames.bytes_per_ray(model) fits this share
-# of its free memory.
-MEMORY_FRACTION = 0.25
-MIN_CHUNK = 256
 # Seconds to wait for the workers' processes to come up before giving up.
 WORKER_START_TIMEOUT = 900.0
 
@@ -57,19 +53,6 @@ class FrameJob:
     height: int
 
 
-def fit_chunk(configured: int, num_rays: int, num_devices: int, budget_bytes: float,
-              bytes_per_ray: int) -> int:
-    """Rays per forward pass: ``configured``, halved until ``bytes_per_ray`` times it fits
-    ``budget_bytes`` (not below ``MIN_CHUNK``), and no larger than a frame needs; always a
-    multiple of ``num_devices``."""
-    chunk = max(int(configured), MIN_CHUNK)
-    while chunk > MIN_CHUNK and chunk * bytes_per_ray > budget_bytes:
-        chunk //= 2
-    per_frame = -(-num_rays // num_devices) * num_devices
-    chunk = min(chunk, per_frame)
-    return max(num_devices, -(-chunk // num_devices) * num_devices)
-
-
 class RenderWorker:
     """A render worker (wrapped by ``ray.remote`` in :class:`RenderPool`).
 
@@ -83,7 +66,7 @@ class RenderWorker:
         import jax
 
         from raynerf.model.mipnerf360 import MipNerf360
-        from raynerf.render.frames import available_memory, bytes_per_ray, make_render_fn
+        from raynerf.render.frames import available_memory, make_render_fn
         from raynerf.training.step import make_mesh
 
         self._config = model_config
@@ -91,8 +74,7 @@ class RenderWorker:
         self._render_fn = make_render_fn(MipNerf360(model_config), self._mesh)
         self._params = None
         self._chunk_size = chunk_size
-        self._budget = MEMORY_FRACTION * available_memory()
-        self._bytes_per_ray = bytes_per_ray(model_config)
+        self._available = available_memory()  # measured once, before any frame's buffers
 
     def _ensure_params(self, params_box: list) -> None:
         """Fetches the parameters from the object store onto the devices, once per process."""
@@ -118,13 +100,13 @@ class RenderWorker:
         Ray passes the reference and the worker fetches the value only the first time).
         """
         from raynerf.data.cameras import camera_rays
-        from raynerf.render.frames import render_image
+        from raynerf.render.frames import choose_chunk, render_image
 
         self._ensure_params(params_box)
         rays = camera_rays(job.camtoworld, job.intrinsics, job.width, job.height,
                            self._config.near, self._config.far)
-        chunk = fit_chunk(self._chunk_size, job.width * job.height, self._mesh.devices.size,
-                          self._budget, self._bytes_per_ray)
+        chunk = choose_chunk(self._chunk_size, job.width * job.height, self._mesh.devices.size,
+                             self._config, self._available)
         out = render_image(self._render_fn, self._params, rays, chunk, self._mesh)
         return job.index, {name: _squeeze_last(np.asarray(out[name], np.float32)) for name in FRAME_OUTPUTS}
 

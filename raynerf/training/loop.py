@@ -7,13 +7,11 @@ arguments; process 0 alone writes metrics, TensorBoard and the progress bar.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import jax
-import numpy as np
 
 from raynerf.config import Config
 from raynerf.data.cache import load_pixels

@@ -32,7 +32,8 @@ from raynerf.render import paths, video
 from raynerf.render.frames import make_render_fn, render_image
 from raynerf.render.job import RenderRequest, intrinsics_vector, render_intrinsics, render_path
 from raynerf.render.pool import FrameJob, RenderPool, WorkerPlan
-from raynerf.render.pool import FrameStore, fit_chunk
+from raynerf.render.frames import choose_chunk
+from raynerf.render.pool import FrameStore
 from raynerf.training import checkpoints
 from raynerf.training.loop import write_config
 from raynerf.training.optim import make_optimizer
@@ -123,7 +124,7 @@ def test_pool_frames_equal_one_process_render(run, rendered):
                            intrinsics["height"], config.model.near, config.model.far)
         # The workers' chunk (the whole frame): another cut reorders float32 sums, which
         # moves distance_mean by up to ~1e-7 x far on pixels that see the sky.
-        chunk = fit_chunk(config.render.chunk_size, 16 * 12, 1, float("inf"), 1)
+        chunk = choose_chunk(config.render.chunk_size, 16 * 12, 1, config.model, float("inf"))
         expected = render_image(render_fn, params, rays, chunk, mesh)
         saved = store.load(index)
         np.testing.assert_allclose(saved["rgb"], expected["rgb"], rtol=1e-5, atol=1e-6)

@@ -14,9 +14,8 @@ from raynerf.data.scene import load_scene
 from raynerf.data.synthetic import make_scene
 from raynerf.errors import RaynerfError
 from raynerf.render.job import RenderRequest, build_path, parse_resolution, render_intrinsics
-from raynerf.render.pool import fit_chunk, plan_workers
+from raynerf.render.pool import plan_workers
 
-BYTES_PER_RAY = 256 * 1024  # any per-ray figure: fit_chunk takes it as given
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +54,6 @@ def test_plan_one_worker_per_tpu_host_or_gpu():
         plan_workers([{"CPU": 16.0, "GPU": 4.0}], requested=5)
     with pytest.raises(RaynerfError, match="--workers"):
         plan_workers([{"CPU": 2.0}], requested=-1)
-
-
-def test_fit_chunk():
-    big = 1e15
-    assert fit_chunk(8192, 6700, 1, big, BYTES_PER_RAY) == 6700  # no larger than a frame
-    assert fit_chunk(8192, 100_000, 1, big, BYTES_PER_RAY) == 8192
-    assert fit_chunk(8192, 100_000, 1, 1024 * BYTES_PER_RAY, BYTES_PER_RAY) == 1024  # halved to fit the budget
-    assert fit_chunk(8192, 100_000, 1, 1.0, BYTES_PER_RAY) == 256  # never below the floor
-    chunk = fit_chunk(1000, 100_000, 3, big, BYTES_PER_RAY)
-    assert chunk % 3 == 0 and 1000 <= chunk < 1003
 
 
 def test_parse_resolution():
