@@ -104,16 +104,34 @@ def _write(scene: Scene, folder: Path, stamp: dict, progress: bool) -> None:
             for _ in done:
                 pass
         (tmp / "fingerprint.json").write_text(json.dumps(stamp))
-        if folder.exists():
-            shutil.rmtree(folder)
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not _matches(folder, stamp):  # another process may have just written it
-                raise
+        _install(tmp, folder, stamp)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _install(tmp: Path, folder: Path, stamp: dict) -> None:
+    """Moves the finished ``tmp`` to ``folder`` with renames only, safe against other
+    processes caching the same scene at the same time: a matching cache another one
+    installed meanwhile is kept (``tmp`` is dropped), and a stale one is renamed aside
+    before it is deleted, so nobody ever deletes a folder another process installed."""
+    for _ in range(10):
+        if _matches(folder, stamp):
+            return
+        if folder.exists():
+            stale = Path(tempfile.mkdtemp(prefix=f".{folder.name}-stale-", dir=folder.parent))
+            try:
+                os.replace(folder, stale / "old")
+            except FileNotFoundError:  # another process moved it first
+                pass
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(tmp, folder)
+            return
+        except OSError:  # another process installed its copy between the two renames
+            continue
+    raise RaynerfError(f"could not install the pixel cache in {folder}: other processes keep "
+                       "replacing it; re-run")
 
 
 def _matches(folder: Path, stamp: dict) -> bool:

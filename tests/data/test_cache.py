@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -52,6 +54,51 @@ def test_cache_is_reused_then_rebuilt_on_change(small_scene, tmp_path, monkeypat
     assert len(calls) == 32
     assert np.abs(rebuilt[3].astype(int) - 200).max() <= 2
     np.testing.assert_array_equal(rebuilt[4], first[4])
+
+
+def test_a_cache_written_meanwhile_by_another_process_is_kept(small_scene, private_cache):
+    """Two runs that both found the cache stale: the one that finishes second keeps the
+    first one's copy (a reader may be using it) instead of deleting it."""
+    scene = load_scene(small_scene, 8)
+    first, _ = cache.load_pixels(scene)
+    folder = cache.cache_folder(scene, private_cache)
+    inode = folder.stat().st_ino
+    cache._write(scene, folder, cache.fingerprint(scene), progress=False)  # the late writer
+    assert folder.stat().st_ino == inode
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no temporaries left
+    np.testing.assert_array_equal(cache.load_pixels(scene)[0], first)
+
+
+def test_a_stale_cache_is_replaced_without_leftovers(small_scene, private_cache):
+    scene = load_scene(small_scene, 8)
+    folder = cache.cache_folder(scene, private_cache)
+    folder.mkdir(parents=True)
+    (folder / "fingerprint.json").write_text('{"version": 0}')
+    pixels, _ = cache.load_pixels(scene)
+    assert cache.is_cached(scene) and pixels.shape == (16, 15, 20, 3)
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
+
+
+def test_processes_caching_one_scene_at_once_all_succeed(small_scene, tmp_path):
+    """Several processes start on the same stale cache together (two trainings of one
+    scene): each one loads the right pixels, and one cache folder remains."""
+    script = (
+        "import sys, numpy as np; from pathlib import Path\n"
+        "from raynerf.data import cache; from raynerf.data.scene import load_scene\n"
+        "pixels, _ = cache.load_pixels(load_scene(Path(sys.argv[1]), 8), sys.argv[2])\n"
+        "print(int(pixels.astype(np.int64).sum()))\n"
+    )
+    cache_dir = tmp_path / "shared-cache"
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(small_scene), str(cache_dir)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(4)]
+    results = [run.communicate(timeout=300) for run in runs]
+    for run, (out, err) in zip(runs, results):
+        assert run.returncode == 0, err
+    expected = int(cache.load_pixels(load_scene(small_scene, 8), cache_dir)[0].astype(np.int64).sum())
+    assert [int(out) for out, _ in results] == [expected] * 4
+    folder = cache.cache_folder(load_scene(small_scene, 8), cache_dir)
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
 
 
 def test_each_factor_has_its_own_cache(small_scene, monkeypatch):
