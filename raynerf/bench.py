@@ -76,13 +76,14 @@ def _flops(lowered) -> float:
     return float(analysis.get("flops", float("nan"))) if analysis else float("nan")
 
 
-def count_flops(build: Callable[[Mesh], Callable], mesh: Mesh, *args) -> float:
-    """FLOPs of one call of ``build(mesh)(*args)``, counted on the lowered program,
-    before the backend rewrites it (after compilation XLA:GPU no longer counts the
-    matmuls it hands to cuBLAS). Backends behind a PJRT plugin (GPU, TPU) count no
-    lowered program; there the same function is lowered for one CPU device, with the
-    arguments' shapes only, and counted: the same global computation."""
-    flops = _flops(build(mesh).lower(*args))
+def count_flops(lowered, build: Callable[[Mesh], Callable], *args) -> float:
+    """FLOPs of one call of ``build(mesh)(*args)``, whose lowering for the devices at hand
+    is ``lowered``. Counted on the lowered program, before the backend rewrites it
+    (after compilation XLA:GPU no longer counts the matmuls it hands to cuBLAS).
+    Backends behind a PJRT plugin (GPU, TPU) count no lowered program; there the same
+    function is lowered for one CPU device, from the arguments' shapes only, and
+    counted: the same global computation."""
+    flops = _flops(lowered)
     if np.isnan(flops):
         flops = count_flops_on_cpu(build, *args)
     return flops
@@ -121,11 +122,18 @@ def bench_train(config: Config, mesh, steps: int = 5) -> dict:
     step_fn = jit_train_step(config, model, tx, mesh, state)
     batch = global_batch(mesh, synthetic_batch(batch_size))
     start = time.perf_counter()
-    compiled = step_fn.lower(state, batch).compile()
+    lowered = step_fn.lower(state, batch)
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     # A loop's body is counted once, so with micro-batches count the step as one pass.
     single = config.replace({"train": {"grad_accum_steps": 1}})
-    flops = count_flops(lambda m: jit_train_step(single, model, tx, m, state), mesh, state, batch)
+
+    def build_single(m: Mesh):
+        return jit_train_step(single, model, tx, m, state)
+
+    if config.train.grad_accum_steps > 1:
+        lowered = build_single(mesh).lower(state, batch)
+    flops = count_flops(lowered, build_single, state, batch)
     plan = _memory_plan(compiled)
     result = {
         "batch_size": batch_size,
@@ -160,12 +168,14 @@ def bench_render(config: Config, mesh, chunk: int, repeats: int = 3) -> dict:
     sharding = batch_sharding(mesh)
     arrays = {name: jax.device_put(rays[name], sharding) for name in RAY_FIELDS}
     start = time.perf_counter()
-    compiled = render_fn.lower(params, arrays).compile()
+    lowered = render_fn.lower(params, arrays)
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - start
+    flops = count_flops(lowered, lambda m: make_render_fn(model, m), params, arrays)
     jax.block_until_ready(compiled(params, arrays))
     seconds = statistics.median(_time(lambda: compiled(params, arrays), repeats))
     return {"chunk_size": chunk, "rays_per_sec": chunk / seconds, "compile_seconds": compile_s,
-            "flops_per_ray": count_flops(lambda m: make_render_fn(model, m), mesh, params, arrays) / chunk}
+            "flops_per_ray": flops / chunk}
 
 
 def bench_pipeline(config: Config, seconds: float = 3.0) -> dict:

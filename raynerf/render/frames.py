@@ -20,6 +20,10 @@ from raynerf.model.rays import RAY_FIELDS, Rays
 from raynerf.training.step import batch_sharding, replicated
 
 OUTPUTS = ("rgb", "acc", "distance_mean", "distance_median")
+# Render chunks: at least MIN_CHUNK rays (smaller passes waste the devices), at most
+# MAX_CHUNK, and sized so that their estimated memory fits MEMORY_FRACTION of what is free.
+MIN_CHUNK, MAX_CHUNK = 256, 65536
+MEMORY_FRACTION = 0.25
 
 
 def make_render_fn(model: MipNerf360, mesh: Mesh) -> Callable:
@@ -91,11 +95,6 @@ def available_memory() -> int:
 
     return int(psutil.virtual_memory().available)
 
-
-# Render chunks: at least MIN_CHUNK rays (smaller passes waste the devices), at most
-# MAX_CHUNK, and sized so that their estimated memory fits MEMORY_FRACTION of what is free.
-MIN_CHUNK, MAX_CHUNK = 256, 65536
-MEMORY_FRACTION = 0.25
 
 
 def choose_chunk(configured: int, num_rays: int, num_devices: int, model: ModelConfig,

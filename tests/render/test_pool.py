@@ -29,10 +29,9 @@ from raynerf.data.synthetic import make_scene
 from raynerf.eval.evaluate import load_trained_params
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.render import paths, video
-from raynerf.render.frames import make_render_fn, render_image
+from raynerf.render.frames import choose_chunk, make_render_fn, render_image
 from raynerf.render.job import RenderRequest, intrinsics_vector, render_intrinsics, render_path
 from raynerf.render.pool import FrameJob, RenderPool, WorkerPlan
-from raynerf.render.frames import choose_chunk
 from raynerf.render.pool import FrameStore
 from raynerf.training import checkpoints
 from raynerf.training.loop import write_config

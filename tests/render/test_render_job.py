@@ -17,7 +17,6 @@ from raynerf.render.job import RenderRequest, build_path, parse_resolution, rend
 from raynerf.render.pool import plan_workers
 
 
-
 @pytest.fixture(scope="module")
 def scene_path(tmp_path_factory):
     return make_scene(tmp_path_factory.mktemp("data") / "toy", num_images=8, width=64, height=48)
