@@ -1,0 +1,56 @@
+"""ConcatDense: a Dense layer on a concatenation, without building the concatenation."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from raynerf.model.mlp import ConcatDense
+
+
+def _reference(params, parts):
+    """nn.Dense on the parts broadcast to one shape and concatenated."""
+    shape = jnp.broadcast_shapes(*(p.shape[:-1] for p in parts))
+    joined = jnp.concatenate([jnp.broadcast_to(p, shape + p.shape[-1:]) for p in parts], axis=-1)
+    return nn.Dense(params["kernel"].shape[-1]).apply({"params": params}, joined)
+
+
+@pytest.mark.parametrize("shapes", [
+    [(40, 7)],                      # one part: a plain Dense
+    [(40, 7), (40, 5)],             # the skip connection: activations and the encoding
+    [(6, 9, 7), (6, 1, 5)],         # the view layer: per-sample bottleneck, per-ray view code
+])
+def test_concat_dense_equals_dense_on_the_concatenation(shapes):
+    rng = np.random.default_rng(0)
+    parts = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes]
+    layer = ConcatDense(11)
+    params = layer.init(jax.random.PRNGKey(1), *parts)["params"]
+    width = sum(s[-1] for s in shapes)
+    assert jax.tree.map(jnp.shape, params) == {"kernel": (width, 11), "bias": (11,)}
+    # The same initial values as nn.Dense with He-uniform kernels on the full width.
+    dense = nn.Dense(11, kernel_init=jax.nn.initializers.he_uniform()).init(
+        jax.random.PRNGKey(1), jnp.zeros((1, width)))["params"]
+    np.testing.assert_array_equal(params["kernel"], dense["kernel"])
+    params = {"kernel": params["kernel"], "bias": jnp.asarray(rng.normal(size=11), jnp.float32)}
+
+    def loss(fn, params, parts):
+        out = fn(params, parts)
+        return jnp.sum(jnp.sin(out)), out
+
+    ours = lambda p, xs: layer.apply({"params": p}, *xs)
+    (_, got), got_grads = jax.value_and_grad(loss, argnums=(1, 2), has_aux=True)(ours, params, parts)
+    (_, want), want_grads = jax.value_and_grad(loss, argnums=(1, 2), has_aux=True)(_reference, params, parts)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_concat_dense_multiplies_in_the_compute_dtype():
+    parts = [jnp.ones((4, 3)), jnp.ones((4, 2))]
+    layer = ConcatDense(5, dtype="bfloat16")
+    params = layer.init(jax.random.PRNGKey(0), *parts)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    assert layer.apply(params, *parts).dtype == jnp.bfloat16
