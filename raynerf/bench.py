@@ -131,9 +131,9 @@ def bench_train(config: Config, mesh, steps: int = 5) -> dict:
     def build_single(m: Mesh):
         return jit_train_step(single, model, tx, m, state)
 
-    if config.train.grad_accum_steps > 1:
-        lowered = build_single(mesh).lower(state, batch)
-    flops = count_flops(lowered, build_single, state, batch)
+    single_pass = (lowered if config.train.grad_accum_steps == 1
+                   else build_single(mesh).lower(state, batch))
+    flops = count_flops(single_pass, build_single, state, batch)
     plan = _memory_plan(compiled)
     result = {
         "batch_size": batch_size,

@@ -54,7 +54,7 @@ class ConcatDense(nn.Module):
             flat = part.reshape(-1, width).astype(dtype)
             product = jnp.matmul(flat, rows).reshape(part.shape[:-1] + (self.features,))
             out = product if out is None else out + product
-        # The bias last, as nn.Dense adds it: XLA:CPU fuses (dot + bias) into the matmul.
+        # The bias after the products, in the order nn.Dense adds it.
         return out + bias.astype(dtype)
 
 

@@ -96,7 +96,6 @@ def available_memory() -> int:
     return int(psutil.virtual_memory().available)
 
 
-
 def choose_chunk(configured: int, num_rays: int, num_devices: int, model: ModelConfig,
                  available: Optional[float] = None) -> int:
     """Rays per forward pass for rendering images of ``num_rays`` rays.

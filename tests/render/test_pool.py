@@ -31,8 +31,7 @@ from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.render import paths, video
 from raynerf.render.frames import choose_chunk, make_render_fn, render_image
 from raynerf.render.job import RenderRequest, intrinsics_vector, render_intrinsics, render_path
-from raynerf.render.pool import FrameJob, RenderPool, WorkerPlan
-from raynerf.render.pool import FrameStore
+from raynerf.render.pool import FrameJob, FrameStore, RenderPool, WorkerPlan
 from raynerf.training import checkpoints
 from raynerf.training.loop import write_config
 from raynerf.training.optim import make_optimizer
