@@ -89,18 +89,18 @@ class MLP(nn.Module):
         dense = functools.partial(ConcatDense, dtype=self.dtype)
         means, covs = coords.contract_gaussians(means, covs)
         basis = jnp.asarray(icosahedron_basis(self.basis_subdivisions), means.dtype)
-        lifted_means, lifted_vars = coords.lift_and_diagonalize(means, covs, basis)
-        inputs = coords.integrated_pos_enc(
-            lifted_means, lifted_vars, self.min_deg_point, self.max_deg_point
-        )
+        # The integrated positional encoding, as its two halves (all sines, then all
+        # cosines): the layers take it as parts of one input (see ConcatDense), so the
+        # concatenation (504 floats per sample in the paper's model) is never built.
+        lifted = coords.lift_gaussians(means, covs, basis, self.min_deg_point, self.max_deg_point)
+        sample_shape = means.shape[:-1]
         # The layers see [rays * samples, features] matrices (see ConcatDense).
-        sample_shape = inputs.shape[:-1]
-        inputs = inputs.reshape(-1, inputs.shape[-1])
-        x = (inputs,)  # the next layer's input, as parts of its concatenation
+        inputs = tuple(half.reshape(-1, half.shape[-1]) for half in coords.damped_sin_cos(*lifted))
+        x = inputs  # the next layer's input, as parts of its concatenation
         for i in range(self.depth):
             x = (nn.relu(dense(self.width, name=f"layer_{i}")(*x)),)
             if i % self.skip_layer == 0 and i > 0:
-                x = x + (inputs,)
+                x = x + inputs
         raw_density = dense(1, name="density")(*x)[..., 0].astype(jnp.float32)
         density = jax.nn.softplus(raw_density + self.density_bias).reshape(sample_shape)
         if self.bottleneck_width == 0:

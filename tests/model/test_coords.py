@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from raynerf.model import coords as _coords
+from raynerf.model.basis import icosahedron_basis
 
 
 class coords:  # noqa: N801 - the module's functions, jitted (much faster than eager on CPU)
@@ -14,6 +15,8 @@ class coords:  # noqa: N801 - the module's functions, jitted (much faster than e
     contract_jacobian = jax.jit(_coords.contract_jacobian)
     contract_gaussians = jax.jit(_coords.contract_gaussians)
     lift_and_diagonalize = jax.jit(_coords.lift_and_diagonalize)
+    lift_gaussians = jax.jit(_coords.lift_gaussians, static_argnames=("min_deg", "max_deg"))
+    damped_sin_cos = jax.jit(_coords.damped_sin_cos)
     integrated_pos_enc = jax.jit(_coords.integrated_pos_enc, static_argnames=("min_deg", "max_deg"))
     pos_enc = jax.jit(_coords.pos_enc, static_argnames=("min_deg", "max_deg", "append_identity"))
     construct_ray_warps = staticmethod(_coords.construct_ray_warps)
@@ -152,6 +155,45 @@ def test_lift_and_diagonalize_matches_explicit_projection():
         b = basis[:, k]
         np.testing.assert_allclose(lifted_means[..., k], means @ b, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(lifted_vars[..., k], np.einsum("i,...ij,j->...", b, covs, b), rtol=1e-4, atol=1e-4)
+
+
+def test_lift_gaussians_scales_each_octave_by_powers_of_two():
+    """Column l * K + k against the explicit projection onto b_k, times 2^deg (mean)
+    and 4^deg (variance), looped in float64."""
+    rng = np.random.default_rng(13)
+    means = rng.normal(size=(3, 4, 3))
+    a = rng.normal(size=(3, 4, 3, 3)) * 0.2
+    covs = a @ np.swapaxes(a, -1, -2)
+    basis = rng.normal(size=(3, 5))
+    min_deg, max_deg = 2, 6
+    lifted_means, lifted_vars = coords.lift_gaussians(
+        jnp.asarray(means, jnp.float32), jnp.asarray(covs, jnp.float32), jnp.asarray(basis, jnp.float32),
+        min_deg=min_deg, max_deg=max_deg,
+    )
+    assert lifted_means.shape == lifted_vars.shape == (3, 4, 4 * 5)
+    for l, deg in enumerate(range(min_deg, max_deg)):
+        for k in range(5):
+            b = basis[:, k]
+            np.testing.assert_allclose(lifted_means[..., l * 5 + k], 2.0**deg * (means @ b), rtol=1e-5, atol=1e-4)
+            np.testing.assert_allclose(lifted_vars[..., l * 5 + k], 4.0**deg * np.einsum("i,...ij,j->...", b, covs, b),
+                                       rtol=1e-5, atol=1e-3)
+
+
+def test_mlp_encoding_halves_equal_the_integrated_pos_enc_of_the_projection():
+    """The MLPs' path (scaled basis, then damped sines and cosines) against the
+    encoding of the plain projection, which broadcasts each octave instead."""
+    rng = np.random.default_rng(14)
+    means = jnp.asarray(rng.uniform(-2, 2, size=(64, 3)), jnp.float32)
+    a = rng.normal(size=(64, 3, 3)) * rng.uniform(1e-4, 0.3, size=(64, 1, 1))
+    covs = jnp.asarray(a @ np.swapaxes(a, -1, -2), jnp.float32)
+    basis = jnp.asarray(icosahedron_basis(2), jnp.float32)
+    sines, cosines = coords.damped_sin_cos(*coords.lift_gaussians(means, covs, basis, min_deg=0, max_deg=12))
+    expected = coords.integrated_pos_enc(*coords.lift_and_diagonalize(means, covs, basis), min_deg=0, max_deg=12)
+    assert sines.shape == cosines.shape == (64, 12 * 21)
+    # Differently rounded projections differ by an ulp of |x| <= 2, times 2^11.
+    np.testing.assert_allclose(np.concatenate([sines, cosines], -1), expected, rtol=0, atol=2e-3)
+    np.testing.assert_allclose(np.concatenate([sines[:, :105], cosines[:, :105]], -1),
+                               np.concatenate([expected[:, :105], expected[:, 252:357]], -1), rtol=0, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- encodings
