@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from raynerf.model.mlp import ConcatDense
+from raynerf.model.mlp import ConcatDense, _narrow_groups
 
 
 def _reference(params, parts):
@@ -20,6 +20,9 @@ def _reference(params, parts):
     [(40, 7)],                      # one part: a plain Dense
     [(40, 7), (40, 5)],             # the skip connection: activations and the encoding
     [(6, 9, 7), (6, 1, 5)],         # the view layer: per-sample bottleneck, per-ray view code
+    [(40, 3), (40, 4), (40, 4)],    # narrow parts, joined before the product
+    [(40, 11), (40, 3), (40, 4)],   # a skip layer: activations alone, the halves joined
+    [(6, 9, 3), (6, 1, 2), (6, 9, 4)],  # narrow, but of different leading shapes
 ])
 def test_concat_dense_equals_dense_on_the_concatenation(shapes):
     rng = np.random.default_rng(0)
@@ -59,3 +62,17 @@ def test_concat_dense_multiplies_in_the_compute_dtype():
     # bf16 keeps 8 mantissa bits: within a few parts in 256 of the float32 reference.
     want = _reference(params["params"], parts)
     np.testing.assert_allclose(np.asarray(out, np.float32), want, rtol=2e-2, atol=2e-2)
+
+
+def test_narrow_parts_are_joined_only_up_to_the_layer_width():
+    def widths(shapes, features):
+        groups = _narrow_groups(tuple(jnp.zeros(s) for s in shapes), features)
+        return [[p.shape[-1] for p in g] for g in groups]
+
+    # The encoding's halves before the paper's 1024-wide layers: joined (as nn.Dense would
+    # see them), the activations of the skip layer alone.
+    assert widths([(8, 252), (8, 252)], 1024) == [[252, 252]]
+    assert widths([(8, 1024), (8, 252), (8, 252)], 1024) == [[1024], [252, 252]]
+    # Before a 64-wide layer each half is multiplied on its own.
+    assert widths([(8, 252), (8, 252)], 64) == [[252], [252]]
+    assert widths([(8, 2, 5), (8, 1, 5)], 64) == [[5], [5]]
