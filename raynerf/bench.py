@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from raynerf.config import Config
+from raynerf.hostmem import release_free_memory
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.model.rays import RAY_FIELDS
 from raynerf.render.frames import make_render_fn
@@ -125,6 +126,7 @@ def bench_train(config: Config, mesh, steps: int = 5) -> dict:
     lowered = step_fn.lower(state, batch)
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
+    release_free_memory()  # as the training loop does after compiling
     # A loop's body is counted once, so with micro-batches count the step as one pass.
     single = config.replace({"train": {"grad_accum_steps": 1}})
 

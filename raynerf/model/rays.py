@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 RAY_FIELDS = ("origins", "directions", "viewdirs", "radii", "near", "far")
+# The last dimension of each field (see Rays).
+RAY_WIDTHS = {"origins": 3, "directions": 3, "viewdirs": 3, "radii": 1, "near": 1, "far": 1}
 
 
 @flax.struct.dataclass

@@ -18,6 +18,7 @@ from raynerf.data.cache import load_pixels
 from raynerf.data.pipeline import make_train_iterator
 from raynerf.data.scene import image_rays, load_scene
 from raynerf.errors import RaynerfError
+from raynerf.hostmem import release_free_memory
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.render.frames import make_render_fn, render_image
 from raynerf.training import checkpoints
@@ -25,7 +26,7 @@ from raynerf.training.metrics_log import MetricsLogger, truncate_metrics
 from raynerf.training.optim import make_optimizer
 from raynerf.training.progress import ProgressBar
 from raynerf.training.step import (
-    check_batch_size, create_train_state, global_batch, jit_train_step, make_mesh,
+    batch_spec, check_batch_size, create_train_state, global_batch, jit_train_step, make_mesh,
 )
 
 # Called by every process at every logged step (the same steps everywhere) with
@@ -82,7 +83,11 @@ def train(config: Config, scene_path: Path, workdir: Path, *, show_progress: boo
     step = int(jax.device_get(state.step))
     if is_main:
         truncate_metrics(workdir, step)
-    train_step = jit_train_step(config, model, tx, mesh, state)
+    # Compiled before the first batch, so that what the compiler freed can be handed
+    # back to the system before the step's own buffers are allocated.
+    train_step = jit_train_step(config, model, tx, mesh, state).lower(
+        state, batch_spec(mesh, tc.batch_size)).compile()
+    release_free_memory()
     logger = MetricsLogger(workdir, enabled=is_main)
     bar = ProgressBar(tc.max_steps, initial=step, enabled=is_main and show_progress)
     viewer = _TestViewRenderer(config, model, mesh, scene) if tc.render_every > 0 else None

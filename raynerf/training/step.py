@@ -20,12 +20,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from raynerf.config import Config
 from raynerf.errors import RaynerfError
 from raynerf.model.mipnerf360 import MipNerf360, draw_jitter
-from raynerf.model.rays import RAY_FIELDS, Rays
+from raynerf.model.rays import RAY_FIELDS, RAY_WIDTHS, Rays
 from raynerf.training import losses
 from raynerf.training.optim import learning_rate
 
 DATA_AXIS = "data"
 BATCH_FIELDS = RAY_FIELDS + ("rgb",)
+BATCH_WIDTHS = {**RAY_WIDTHS, "rgb": 3}
 
 
 @flax.struct.dataclass
@@ -201,6 +202,14 @@ def jit_train_step(config: Config, model: MipNerf360, tx, mesh: Mesh, state: Tra
         out_shardings=(state_sharding, replicated(mesh)),
         donate_argnums=0,
     )
+
+
+def batch_spec(mesh: Mesh, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+    """The global batch's shapes, dtypes and shardings: what :func:`global_batch`
+    returns, for compiling the step before any data has arrived."""
+    sharding = batch_sharding(mesh)
+    return {name: jax.ShapeDtypeStruct((batch_size, BATCH_WIDTHS[name]), jnp.float32, sharding=sharding)
+            for name in BATCH_FIELDS}
 
 
 def global_batch(mesh: Mesh, local_batch: dict) -> dict:
