@@ -5,8 +5,9 @@
 #
 # Runs `raynerf bench` for the paper's `360` model at batch 16384 in float32 and in
 # bfloat16 (MFU against the matmul peak of the same dtype, measured in the same run),
-# then `tiny` at 16384, and the bf16 loss test on the accelerator. PARTS="360_f32
-# tiny_bf16 ..." picks some. Each JSON lands in $OUT; a part that fails (e.g. out of
+# then `tiny` at 16384, and the bf16 loss test on the accelerator; the part `profile`
+# (not run by default) sums the kernels of one bf16 `360` step (benchmarks/step_profile.py).
+# PARTS="360_f32 tiny_bf16 ..." picks some. Each JSON lands in $OUT; a part that fails (e.g. out of
 # memory) does not stop the others. Uses the python3 on PATH with raynerf on
 # PYTHONPATH, so it runs on a machine whose image already has JAX with CUDA, no install.
 set -u
@@ -36,6 +37,8 @@ bf16_test() {
 for part in ${PARTS:-360_f32 360_bf16 bf16_test tiny_f32 tiny_bf16}; do
   case $part in
     bf16_test) bf16_test ;;
+    profile) timeout "${BENCH_TIMEOUT:-240}" $PY benchmarks/step_profile.py --config 360 --batch-size 16384 \
+        --set model.compute_dtype=bfloat16 2>&1 | grep -v "^WARNING\|^I0000\|^W0000" | tee "$OUT/profile_360_bf16.txt" ;;
     *_f32) bench "$part" --config "${part%_f32}" --batch-size 16384 --steps 10 --render-chunk 16384 ;;
     *_bf16) bench "$part" --config "${part%_bf16}" --batch-size 16384 --steps 10 --render-chunk 16384 \
         --set model.compute_dtype=bfloat16 ;;

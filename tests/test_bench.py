@@ -66,3 +66,29 @@ def test_flops_counted_on_a_cpu_lowering_match_the_direct_count():
     direct = bench._flops(build(mesh).lower(state, batch))
     on_cpu = bench.count_flops_on_cpu(build, state, batch)
     assert direct > 1e6 and on_cpu == pytest.approx(direct, rel=1e-6)
+
+
+def _load_step_profile():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "step_profile.py"
+    spec = importlib.util.spec_from_file_location("step_profile", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_step_profile_sums_the_gpu_streams_else_the_host_ops():
+    profile = _load_step_profile()
+    meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+            {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/host:CPU"}}]
+    gpu = {"ph": "X", "pid": 1, "name": "nvjet_sm90_tst_128x160", "dur": 5}
+    host_op = {"ph": "X", "pid": 2, "name": "ynn_fusion.3", "dur": 7}
+    host_frames = [{"ph": "X", "pid": 2, "name": n, "dur": 9}
+                   for n in ("$api.py:120 __call__", "ThunkExecutor::Execute", "end: ynn_fusion.3")]
+    assert profile.device_events({"traceEvents": meta + [gpu, host_op] + host_frames}) == [gpu]
+    assert profile.device_events({"traceEvents": meta[1:] + [host_op] + host_frames}) == [host_op]
+    assert [profile.kind(n) for n in ("gemm_fusion_dot_67", "ynn_fusion.3", "sort.7",
+                                      "input_reduce_select_fusion_8", "loop_add_fusion")] == \
+        ["matmul", "matmul", "sort", "reduce", "other"]
