@@ -7,6 +7,8 @@ import textwrap
 
 import pytest
 
+from raynerf.cli import MALLOC_TUNABLES
+
 # In a child started with the tunables the `raynerf` command uses (freed memory stays in
 # the heap), 256 MiB is malloc'ed in 2 MiB blocks, touched, and freed but for the last
 # block (which pins the heap's top, so that free() alone cannot shrink it); the resident
