@@ -182,7 +182,7 @@ def integrated_pos_enc(means: Array, variances: Array, min_deg: int, max_deg: in
 
 
 # pi split into three parts (Cody-Waite): the first two have few enough mantissa bits
-# (8 and 12) that ``m * part`` is exact in float32 for every half-integer multiple
+# (8 and 11) that ``m * part`` is exact in float32 for every half-integer multiple
 # |m| < 2^11, i.e. |x| < 6400, far beyond the contracted scene (|x| <= 2) times 2^11.
 _PI_PARTS = (3.140625, 9.67502593994140625e-4, 1.5099579909783764e-07)
 # An odd polynomial r + r^3 p(r^2) for sin(r) on |r| <= pi/2 (+2e-3), fitted for the

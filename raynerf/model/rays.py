@@ -8,9 +8,9 @@ import flax.struct
 import jax.numpy as jnp
 import numpy as np
 
-RAY_FIELDS = ("origins", "directions", "viewdirs", "radii", "near", "far")
-# The last dimension of each field (see Rays).
+# Each field of Rays and its last dimension.
 RAY_WIDTHS = {"origins": 3, "directions": 3, "viewdirs": 3, "radii": 1, "near": 1, "far": 1}
+RAY_FIELDS = tuple(RAY_WIDTHS)
 
 
 @flax.struct.dataclass

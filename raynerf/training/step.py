@@ -20,13 +20,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from raynerf.config import Config
 from raynerf.errors import RaynerfError
 from raynerf.model.mipnerf360 import MipNerf360, draw_jitter
-from raynerf.model.rays import RAY_FIELDS, RAY_WIDTHS, Rays
+from raynerf.model.rays import RAY_WIDTHS, Rays
 from raynerf.training import losses
 from raynerf.training.optim import learning_rate
 
 DATA_AXIS = "data"
-BATCH_FIELDS = RAY_FIELDS + ("rgb",)
 BATCH_WIDTHS = {**RAY_WIDTHS, "rgb": 3}
+BATCH_FIELDS = tuple(BATCH_WIDTHS)
 
 
 @flax.struct.dataclass
