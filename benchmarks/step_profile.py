@@ -19,15 +19,12 @@ import json
 import re
 import statistics
 import tempfile
-import time
 
 import jax
 
-from raynerf.bench import synthetic_batch
+from raynerf.bench import synthetic_train_setup, time_steps
 from raynerf.config import load_config
-from raynerf.model.mipnerf360 import MipNerf360
-from raynerf.training.optim import make_optimizer
-from raynerf.training.step import create_train_state, global_batch, jit_train_step, make_mesh
+from raynerf.training.step import make_mesh
 
 KINDS = (("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "dot", "ynn_fusion")),
          ("sort", ("sort",)), ("reduce", ("reduce",)), ("concatenate", ("concatenate",)),
@@ -66,18 +63,10 @@ def main() -> None:
     if args.batch_size:
         config = config.replace({"train": {"batch_size": args.batch_size}})
     mesh = make_mesh()
-    model = MipNerf360(config.model)
-    tx = make_optimizer(config.train)
-    state = create_train_state(config, model, tx, mesh)
-    batch = global_batch(mesh, synthetic_batch(config.train.batch_size))
-    step = jit_train_step(config, model, tx, mesh, state).lower(state, batch).compile()
-    times = []
-    for _ in range(1 + args.steps):
-        start = time.perf_counter()
-        state, metrics = step(state, batch)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
-    wall = statistics.median(times[1:])
+    _, _, state, batch, step_fn = synthetic_train_setup(config, mesh)
+    step = step_fn.lower(state, batch).compile()
+    state, times = time_steps(step, state, batch, args.steps)
+    wall = statistics.median(times)
     with tempfile.TemporaryDirectory() as trace_dir:
         jax.profiler.start_trace(trace_dir)
         for _ in range(args.steps):

@@ -113,15 +113,34 @@ def _memory_plan(compiled) -> dict:
             "xla_output_bytes": int(analysis.output_size_in_bytes)}
 
 
-def bench_train(config: Config, mesh, steps: int = 5) -> dict:
-    """Train-step throughput after compilation (median of ``steps`` timed steps)."""
-    batch_size = config.train.batch_size
-    check_batch_size(batch_size, mesh.devices.size, config.train.grad_accum_steps)
+def synthetic_train_setup(config: Config, mesh) -> tuple:
+    """``(model, tx, state, batch, step_fn)``: a fresh train state, a batch of
+    :func:`synthetic_batch` rays on the mesh, and the jitted (not yet compiled) step."""
+    check_batch_size(config.train.batch_size, mesh.devices.size, config.train.grad_accum_steps)
     model = MipNerf360(config.model)
     tx = make_optimizer(config.train)
     state = create_train_state(config, model, tx, mesh)
-    step_fn = jit_train_step(config, model, tx, mesh, state)
-    batch = global_batch(mesh, synthetic_batch(batch_size))
+    batch = global_batch(mesh, synthetic_batch(config.train.batch_size))
+    return model, tx, state, batch, jit_train_step(config, model, tx, mesh, state)
+
+
+def time_steps(compiled, state, batch, steps: int) -> tuple[object, list[float]]:
+    """One warm-up step, then ``steps`` timed ones (device-synchronised):
+    ``(state, seconds per step)``."""
+    times = []
+    for i in range(steps + 1):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+        if i:
+            times.append(time.perf_counter() - start)
+    return state, times
+
+
+def bench_train(config: Config, mesh, steps: int = 5) -> dict:
+    """Train-step throughput after compilation (median of ``steps`` timed steps)."""
+    batch_size = config.train.batch_size
+    model, tx, state, batch, step_fn = synthetic_train_setup(config, mesh)
     start = time.perf_counter()
     lowered = step_fn.lower(state, batch)
     compiled = lowered.compile()
@@ -147,14 +166,7 @@ def bench_train(config: Config, mesh, steps: int = 5) -> dict:
     }
     if steps == 0:  # compile only: FLOPs and XLA's memory plan
         return result
-    state, metrics = compiled(state, batch)  # warm-up
-    jax.block_until_ready(metrics)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
+    _, times = time_steps(compiled, state, batch, steps)
     seconds = statistics.median(times)
     return dict(result, steps_per_sec=1.0 / seconds, rays_per_sec=batch_size / seconds,
                 step_seconds=times, flops_per_sec=flops / seconds)

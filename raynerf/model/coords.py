@@ -109,13 +109,8 @@ def _octave_scales(min_deg: int, max_deg: int, dtype) -> Array:
     return 2.0 ** jnp.arange(min_deg, max_deg, dtype=dtype)
 
 
-def _octaves(x: Array, scales: Array) -> Array:
-    """x [..., D] times each scale [L] -> [..., L * D], octave-major."""
-    return (x[..., None, :] * scales[:, None]).reshape(x.shape[:-1] + (-1,))
-
-
 def lift_gaussians(
-    means: Array, covs: Array, basis: Array, min_deg: int = 0, max_deg: int = 1
+    means: Array, covs: Array, basis: Array, min_deg: int, max_deg: int
 ) -> tuple[Array, Array]:
     """Projects Gaussians onto a set of directions at every octave of the encoding.
 
@@ -123,8 +118,8 @@ def lift_gaussians(
     ``2^l`` (l counted from ``min_deg``): mean ``2^l <mean, b_k>`` and variance
     ``4^l b_k^T cov b_k``. Scaling the [3, K] basis (by powers of two, exactly) instead
     of the projections makes each of the two outputs one matmul whose result is
-    already laid out for the encoding, with no broadcast copies. With the default
-    single octave, it is the plain projection.
+    already laid out for the encoding, with no broadcast copies. With
+    :func:`damped_sin_cos` it gives the integrated positional encoding.
 
     Args:
       means: [..., 3].
@@ -147,38 +142,16 @@ def lift_gaussians(
     return lifted_means, lifted_vars
 
 
-def lift_and_diagonalize(means: Array, covs: Array, basis: Array) -> tuple[Array, Array]:
-    """Projects Gaussians ``means`` [..., 3], ``covs`` [..., 3, 3] onto the directions
-    ``basis`` [3, K]: ``means @ basis`` and ``diag(basis^T covs basis)``, each [..., K]."""
-    return lift_gaussians(means, covs, basis)
-
-
 def damped_sin_cos(scaled_means: Array, scaled_vars: Array) -> tuple[Array, Array]:
     """``E[sin(X)]`` and ``E[cos(X)]`` for ``X ~ N(m, v)``: ``sin(m) exp(-v / 2)`` and
-    the cosine alike, elementwise over [..., n] (negative ``v`` counts as 0)."""
+    the cosine alike, elementwise over [..., n] (negative ``v`` counts as 0).
+
+    On the output of :func:`lift_gaussians` these are the two halves of the integrated
+    positional encoding (Mip-NeRF 360): all sines (octave-major), then all cosines.
+    """
     damping = jnp.exp(-0.5 * jnp.maximum(scaled_vars, 0.0))
     sin, cos = sin_cos(scaled_means)
     return sin * damping, cos * damping
-
-
-def integrated_pos_enc(means: Array, variances: Array, min_deg: int, max_deg: int) -> Array:
-    """Integrated positional encoding of diagonal Gaussians.
-
-    Each coordinate ``x`` with variance ``v`` gives, per degree ``l`` in
-    ``[min_deg, max_deg)``, ``E[sin(2^l X)]`` and ``E[cos(2^l X)]`` for
-    ``X ~ N(x, v)``: ``sin(2^l x) exp(-0.5 4^l v)`` and the cosine alike.
-    (The MLPs form the same two halves from :func:`lift_gaussians` and
-    :func:`damped_sin_cos`, without this concatenation.)
-
-    Args:
-      means, variances: [..., D].
-
-    Returns:
-      [..., 2 * D * (max_deg - min_deg)]: all sines (octave-major), then all cosines.
-    """
-    scales = _octave_scales(min_deg, max_deg, means.dtype)
-    sines, cosines = damped_sin_cos(_octaves(means, scales), _octaves(variances, scales * scales))
-    return jnp.concatenate([sines, cosines], axis=-1)
 
 
 # pi split into three parts (Cody-Waite): the first two have few enough mantissa bits
@@ -224,7 +197,8 @@ def pos_enc(x: Array, min_deg: int, max_deg: int, append_identity: bool = True) 
       [..., D * (1 + 2 * (max_deg - min_deg))] with the identity (``x`` itself first),
       else [..., 2 * D * (max_deg - min_deg)]: sines (octave-major), then cosines.
     """
-    sines, cosines = sin_cos(_octaves(x, _octave_scales(min_deg, max_deg, x.dtype)))
+    scales = _octave_scales(min_deg, max_deg, x.dtype)
+    sines, cosines = sin_cos((x[..., None, :] * scales[:, None]).reshape(x.shape[:-1] + (-1,)))
     encoded = jnp.concatenate([sines, cosines], axis=-1)
     if append_identity:
         return jnp.concatenate([x, encoded], axis=-1)

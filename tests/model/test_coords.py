@@ -14,10 +14,8 @@ class coords:  # noqa: N801 - the module's functions, jitted (much faster than e
     contract = jax.jit(_coords.contract)
     contract_jacobian = jax.jit(_coords.contract_jacobian)
     contract_gaussians = jax.jit(_coords.contract_gaussians)
-    lift_and_diagonalize = jax.jit(_coords.lift_and_diagonalize)
     lift_gaussians = jax.jit(_coords.lift_gaussians, static_argnames=("min_deg", "max_deg"))
     damped_sin_cos = jax.jit(_coords.damped_sin_cos)
-    integrated_pos_enc = jax.jit(_coords.integrated_pos_enc, static_argnames=("min_deg", "max_deg"))
     pos_enc = jax.jit(_coords.pos_enc, static_argnames=("min_deg", "max_deg", "append_identity"))
     construct_ray_warps = staticmethod(_coords.construct_ray_warps)
 
@@ -141,22 +139,6 @@ def test_contract_gaussians_keeps_batch_shapes():
 # ---------------------------------------------------------------------------- lifting
 
 
-def test_lift_and_diagonalize_matches_explicit_projection():
-    rng = np.random.default_rng(7)
-    means = rng.normal(size=(4, 6, 3))
-    a = rng.normal(size=(4, 6, 3, 3))
-    covs = a @ np.swapaxes(a, -1, -2)
-    basis = rng.normal(size=(3, 5))
-    lifted_means, lifted_vars = coords.lift_and_diagonalize(
-        jnp.asarray(means, jnp.float32), jnp.asarray(covs, jnp.float32), jnp.asarray(basis, jnp.float32)
-    )
-    assert lifted_means.shape == (4, 6, 5) and lifted_vars.shape == (4, 6, 5)
-    for k in range(5):
-        b = basis[:, k]
-        np.testing.assert_allclose(lifted_means[..., k], means @ b, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(lifted_vars[..., k], np.einsum("i,...ij,j->...", b, covs, b), rtol=1e-4, atol=1e-4)
-
-
 def test_lift_gaussians_scales_each_octave_by_powers_of_two():
     """Column l * K + k against the explicit projection onto b_k, times 2^deg (mean)
     and 4^deg (variance), looped in float64."""
@@ -179,48 +161,50 @@ def test_lift_gaussians_scales_each_octave_by_powers_of_two():
                                        rtol=1e-5, atol=1e-3)
 
 
-def test_mlp_encoding_halves_equal_the_integrated_pos_enc_of_the_projection():
-    """The MLPs' path (scaled basis, then damped sines and cosines) against the
-    encoding of the plain projection, which broadcasts each octave instead."""
+def _encode(means, covs, basis, min_deg, max_deg):
+    """The MLPs' integrated positional encoding, concatenated: [..., 2 * L * K]."""
+    lifted = coords.lift_gaussians(jnp.asarray(means, jnp.float32), jnp.asarray(covs, jnp.float32),
+                                   jnp.asarray(basis, jnp.float32), min_deg=min_deg, max_deg=max_deg)
+    return np.concatenate([np.asarray(h) for h in coords.damped_sin_cos(*lifted)], axis=-1)
+
+
+def test_integrated_pos_enc_matches_the_float64_closed_form():
+    """Column by column against sin(2^l m_k) exp(-4^l v_k / 2) (and the cosine), with
+    m_k, v_k the projection onto direction k, all in float64."""
     rng = np.random.default_rng(14)
-    means = jnp.asarray(rng.uniform(-2, 2, size=(64, 3)), jnp.float32)
+    means = rng.uniform(-2, 2, size=(64, 3))
     a = rng.normal(size=(64, 3, 3)) * rng.uniform(1e-4, 0.3, size=(64, 1, 1))
-    covs = jnp.asarray(a @ np.swapaxes(a, -1, -2), jnp.float32)
-    basis = jnp.asarray(icosahedron_basis(2), jnp.float32)
-    sines, cosines = coords.damped_sin_cos(*coords.lift_gaussians(means, covs, basis, min_deg=0, max_deg=12))
-    expected = coords.integrated_pos_enc(*coords.lift_and_diagonalize(means, covs, basis), min_deg=0, max_deg=12)
-    assert sines.shape == cosines.shape == (64, 12 * 21)
-    # Differently rounded projections differ by an ulp of |x| <= 2, times 2^11.
-    np.testing.assert_allclose(np.concatenate([sines, cosines], -1), expected, rtol=0, atol=2e-3)
-    np.testing.assert_allclose(np.concatenate([sines[:, :105], cosines[:, :105]], -1),
-                               np.concatenate([expected[:, :105], expected[:, 252:357]], -1), rtol=0, atol=1e-5)
-
-
-# --------------------------------------------------------------------------- encodings
+    covs = a @ np.swapaxes(a, -1, -2)
+    basis = np.asarray(icosahedron_basis(2), np.float64)
+    enc = _encode(means, covs, basis, 0, 12)
+    assert enc.shape == (64, 2 * 12 * 21)
+    m = means @ basis
+    v = np.einsum("ik,nij,jk->nk", basis, covs, basis)
+    for l in range(12):
+        damping = np.exp(-0.5 * 4.0**l * v)
+        # The float32 projection's rounding (an ulp of |m| <= 2) is scaled by 2^l.
+        atol = 1e-6 * 2.0**l + 1e-6
+        np.testing.assert_allclose(enc[:, l * 21:(l + 1) * 21], np.sin(2.0**l * m) * damping, rtol=0, atol=atol)
+        np.testing.assert_allclose(enc[:, 252 + l * 21:252 + (l + 1) * 21], np.cos(2.0**l * m) * damping,
+                                   rtol=0, atol=atol)
 
 
 def test_integrated_pos_enc_matches_monte_carlo_expectation():
+    """E[sin(2^l <b_k, X>)] and E[cos(...)] for X ~ N(mean, cov) in 3-D, sampled."""
     rng = np.random.default_rng(8)
-    num_dims, min_deg, max_deg, num_samples = 3, 0, 4, 400_000
-    means = rng.uniform(-2, 2, size=num_dims)
-    variances = rng.uniform(0.0, 0.3, size=num_dims) ** 2
-    enc = np.asarray(coords.integrated_pos_enc(jnp.asarray(means, jnp.float32), jnp.asarray(variances, jnp.float32), min_deg, max_deg))
-    assert enc.shape == (2 * num_dims * (max_deg - min_deg),)
-    x = means + np.sqrt(variances) * rng.normal(size=(num_samples, num_dims))
-    num_octaves = max_deg - min_deg
-    for i, deg in enumerate(range(min_deg, max_deg)):
-        for d in range(num_dims):
-            sin_idx = i * num_dims + d
-            cos_idx = num_octaves * num_dims + sin_idx
-            np.testing.assert_allclose(enc[sin_idx], np.sin(2**deg * x[:, d]).mean(), atol=5e-3)
-            np.testing.assert_allclose(enc[cos_idx], np.cos(2**deg * x[:, d]).mean(), atol=5e-3)
-
-
-def test_integrated_pos_enc_without_variance_is_pos_enc():
-    x = jnp.asarray(np.random.default_rng(9).normal(size=(7, 21)), jnp.float32)
-    np.testing.assert_allclose(
-        coords.integrated_pos_enc(x, jnp.zeros_like(x), 0, 12), coords.pos_enc(x, 0, 12, append_identity=False), atol=1e-6
-    )
+    min_deg, max_deg, num_samples = 0, 4, 400_000
+    mean = rng.uniform(-1, 1, size=3)
+    a = rng.normal(size=(3, 3)) * 0.2
+    cov = a @ a.T
+    basis = rng.normal(size=(3, 4))
+    basis /= np.linalg.norm(basis, axis=0)
+    enc = _encode(mean, cov, basis, min_deg, max_deg)
+    x = rng.multivariate_normal(mean, cov, size=num_samples) @ basis  # [samples, K]
+    num = (max_deg - min_deg) * 4
+    for l, deg in enumerate(range(min_deg, max_deg)):
+        for k in range(4):
+            np.testing.assert_allclose(enc[l * 4 + k], np.sin(2**deg * x[:, k]).mean(), atol=5e-3)
+            np.testing.assert_allclose(enc[num + l * 4 + k], np.cos(2**deg * x[:, k]).mean(), atol=5e-3)
 
 
 @pytest.mark.parametrize("min_deg,max_deg", [(0, 4), (2, 5)])

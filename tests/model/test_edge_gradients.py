@@ -28,8 +28,8 @@ def test_encoding_composite_has_finite_gradients():
     def encode(origins, directions, radii, tdist):
         means, covs = gaussians.cast_rays(tdist, origins, directions, radii)
         means, covs = coords.contract_gaussians(means, covs)
-        lifted_means, lifted_vars = coords.lift_and_diagonalize(means, covs, icosahedron)
-        return coords.integrated_pos_enc(lifted_means, lifted_vars, 0, 12)
+        halves = coords.damped_sin_cos(*coords.lift_gaussians(means, covs, icosahedron, 0, 12))
+        return jnp.concatenate(halves, axis=-1)
 
     features = jax.jit(encode)(origins, AXIS_DIRECTIONS, radii, tdist)
     assert features.shape == (num_rays, TDIST.shape[0] - 1, 2 * 21 * 12)
