@@ -196,11 +196,10 @@ def bench_pipeline(config: Config, seconds: float = 3.0) -> dict:
     """Rays/s of the grain pipeline on the built-in scene at the config's factor."""
     from raynerf.data.cache import default_cache_dir, load_pixels
     from raynerf.data.pipeline import measure_pipeline
-    from raynerf.data.scene import load_scene
+    from raynerf.data.scene import load_configured_scene
     from raynerf.data.synthetic import default_scene
 
-    scene = load_scene(default_scene(default_cache_dir(config.data.cache_dir)), config.data.factor,
-                       config.data.llffhold)
+    scene = load_configured_scene(default_scene(default_cache_dir(config.data.cache_dir)), config.data)
     pixels, _ = load_pixels(scene, config.data.cache_dir or None)
     return {"rays_per_sec": measure_pipeline(scene, pixels, config, seconds)}
 

@@ -63,6 +63,7 @@ class DataConfig:
     llffhold: int = 8  # every llffhold-th image (sorted by name) is a test image
     cache_dir: str = ""  # pixel cache; "" -> $RAYNERF_CACHE or ~/.cache/raynerf
     downsample_missing: bool = False  # build a missing images_<factor>/ from images/
+    recentre: str = "focus"  # 360 frame origin: "focus" (where the cameras look) or "cameras" (their mean)
     worker_count: int = 0  # grain worker processes (0: in the training process)
 
 

@@ -1,15 +1,19 @@
 """Pose normalisation for 360 captures, with the similarity transform kept.
 
-The normalised frame: origin at the point all optical axes pass closest to,
-axes along the principal directions of the camera centres (z is the smallest
-spread, signed to point where the cameras' "up" points), and a uniform scale that
-puts every camera centre inside the unit cube [-1, 1]^3. Camera axes stay in the
-OpenCV/COLMAP convention (x right, y down, z forward).
+The normalised frame: origin at the point all optical axes pass closest to (or,
+with ``recentre="cameras"``, at the mean camera centre, as multinerf's PCA
+normalisation does), axes along the principal directions of the camera centres
+about that origin (z is the smallest spread, signed to point where the cameras'
+"up" points), and a uniform scale that puts every camera centre inside the unit
+cube [-1, 1]^3. Camera axes stay in the OpenCV/COLMAP convention (x right, y down,
+z forward).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+RECENTRE_MODES = ("focus", "cameras")
 
 
 def focus_point(camtoworlds: np.ndarray) -> np.ndarray:
@@ -36,16 +40,20 @@ def similarity(rotation: np.ndarray, centre: np.ndarray, scale: float) -> np.nda
     return transform
 
 
-def normalise_360(camtoworlds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def normalise_360(camtoworlds: np.ndarray, recentre: str = "focus") -> tuple[np.ndarray, np.ndarray]:
     """Recentres, rotates to principal axes and scales a 360 capture.
 
     Args:
       camtoworlds: [N, 3, 4] poses in the COLMAP world frame.
+      recentre: the new origin: ``"focus"`` (:func:`focus_point`) or ``"cameras"``
+        (the mean camera centre).
     Returns:
       (camtoworlds [N, 3, 4] in the normalised frame, transform [4, 4] that maps
       COLMAP world points to normalised points).
     """
-    centre = focus_point(camtoworlds)
+    if recentre not in RECENTRE_MODES:
+        raise ValueError(f"recentre must be one of {RECENTRE_MODES}, got {recentre!r}")
+    centre = focus_point(camtoworlds) if recentre == "focus" else camtoworlds[:, :3, 3].mean(0)
     offsets = camtoworlds[:, :3, 3] - centre
     _, vectors = np.linalg.eigh(offsets.T @ offsets)
     rotation = vectors[:, ::-1].T  # rows: largest spread first, smallest (up) last

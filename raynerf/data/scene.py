@@ -15,6 +15,7 @@ import numpy as np
 from raynerf.data import cameras as cam
 from raynerf.data import images as img
 from raynerf.data import poses
+from raynerf.config import DataConfig
 from raynerf.data.colmap import read_model
 from raynerf.errors import RaynerfError
 
@@ -137,18 +138,22 @@ def _checked_sizes(image_dir: Path, names: list[str], model_cams: list[cam.Intri
 
 
 def load_scene(path: Path | str, factor: int, llffhold: int = 8,
-               downsample_missing: bool = False) -> Scene:
-    """Loads, checks and normalises a capture folder (see :class:`Scene`)."""
+               downsample_missing: bool = False, recentre: str = "focus") -> Scene:
+    """Loads, checks and normalises a capture folder (see :class:`Scene`;
+    ``recentre``: the normalised frame's origin, see :func:`poses.normalise_360`)."""
     path = Path(path)
     if not path.is_dir():
         raise RaynerfError(f"scene folder {path} does not exist")
     if factor < 1:
         raise RaynerfError(f"factor must be a positive integer, got {factor}")
+    if recentre not in poses.RECENTRE_MODES:
+        raise RaynerfError(f"data.recentre must be one of {', '.join(poses.RECENTRE_MODES)}, "
+                           f"got {recentre!r}")
     model = read_model(path)
     image_dir = _image_dir(path, factor, model.names, downsample_missing)
     widths, heights = _checked_sizes(image_dir, model.names, model.cameras, factor)
     cameras = [c.scaled(int(w), int(h)) for c, w, h in zip(model.cameras, widths, heights)]
-    camtoworlds, transform = poses.normalise_360(model.camtoworlds)
+    camtoworlds, transform = poses.normalise_360(model.camtoworlds, recentre)
     train, test = split_indices(len(model.names), llffhold)
     return Scene(
         path=path,
@@ -166,3 +171,8 @@ def load_scene(path: Path | str, factor: int, llffhold: int = 8,
         points=poses.transform_points(transform, model.points).astype(np.float32),
         forward_facing=not poses.surrounds_scene(model.camtoworlds),
     )
+
+
+def load_configured_scene(path: Path | str, data: DataConfig) -> Scene:
+    """:func:`load_scene` with the factor, split and frame of a run's ``data`` config."""
+    return load_scene(path, data.factor, data.llffhold, data.downsample_missing, data.recentre)

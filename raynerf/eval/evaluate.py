@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from raynerf.config import Config
 from raynerf.data.cache import load_pixels
-from raynerf.data.scene import Scene, image_rays, load_scene
+from raynerf.data.scene import Scene, image_rays, load_configured_scene
 from raynerf.errors import RaynerfError
 from raynerf.eval import metrics as image_metrics
 from raynerf.model.mipnerf360 import MipNerf360
@@ -98,8 +98,7 @@ def evaluate(config: Config, scene_path: Path, workdir: Path, show_progress: boo
     """Renders every test view, writes ``workdir/eval/metrics.json`` and PNGs of colour,
     accumulation and distance per view; returns the summary written."""
     mesh = make_mesh()
-    scene = load_scene(scene_path, config.data.factor, config.data.llffhold,
-                       config.data.downsample_missing)
+    scene = load_configured_scene(scene_path, config.data)
     step, params = load_trained_params(config, scene_path, workdir, mesh)
     pixels, sizes = load_pixels(scene, config.data.cache_dir or None)
     render_fn = make_render_fn(MipNerf360(config.model), mesh)

@@ -233,7 +233,7 @@ def render_path(config: Config, scene_path: Path, workdir: Path, request: Render
     ``on_frame(index, pool)`` is called after each frame is saved (for progress hooks
     and tests). Every user error is raised before any worker starts.
     """
-    from raynerf.data.scene import load_scene
+    from raynerf.data.scene import load_configured_scene
     from raynerf.eval.evaluate import load_trained_params
     from raynerf.training.step import make_mesh
 
@@ -246,7 +246,7 @@ def render_path(config: Config, scene_path: Path, workdir: Path, request: Render
     if workers < 0:
         raise RaynerfError(f"--workers must be 0 (automatic) or positive, got {workers}")
     workdir, scene_path = Path(workdir), Path(scene_path)
-    scene = load_scene(scene_path, config.data.factor, config.data.llffhold, config.data.downsample_missing)
+    scene = load_configured_scene(scene_path, config.data)
     camtoworlds, intrinsics = build_path(
         scene, request, frames,
         rc.z_variation if request.z_variation is None else request.z_variation,

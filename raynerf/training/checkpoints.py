@@ -67,12 +67,14 @@ def restore(manager: ocp.CheckpointManager, state_like: Any, data_iterator: Any 
 
 
 def run_identity(scene_path: Path, config: Config) -> dict:
-    """What makes a checkpoint usable: the scene and the shapes of the model."""
+    """What makes a checkpoint usable: the scene, the frame it is normalised to and the
+    shapes of the model."""
     return {
         "scene": Path(scene_path).resolve().name,
         "scene_path": str(Path(scene_path).resolve()),
         "model": dataclasses.asdict(config.model) | {"compute_dtype": None},
         "factor": config.data.factor,
+        "recentre": config.data.recentre,
     }
 
 
@@ -97,6 +99,8 @@ def check_workdir(workdir: Path, scene_path: Path, config: Config, write: bool) 
         )
         if recorded.get("factor") != identity["factor"]:
             changed.append("data.factor")
+        if recorded.get("recentre", "focus") != identity["recentre"]:  # runs before the option: focus
+            changed.append("data.recentre")
         if changed:
             raise RaynerfError(
                 f"workdir {workdir} holds checkpoints of a different model config "

@@ -16,7 +16,7 @@ import jax
 from raynerf.config import Config
 from raynerf.data.cache import load_pixels
 from raynerf.data.pipeline import make_train_iterator
-from raynerf.data.scene import image_rays, load_scene
+from raynerf.data.scene import image_rays, load_configured_scene
 from raynerf.errors import RaynerfError
 from raynerf.hostmem import release_free_memory
 from raynerf.model.mipnerf360 import MipNerf360
@@ -67,8 +67,7 @@ def train(config: Config, scene_path: Path, workdir: Path, *, show_progress: boo
     if is_main:
         write_config(workdir, config)
 
-    scene = load_scene(scene_path, config.data.factor, config.data.llffhold,
-                       config.data.downsample_missing)
+    scene = load_configured_scene(scene_path, config.data)
     pixels, _ = load_pixels(scene, config.data.cache_dir or None, progress=is_main and show_progress)
     iterator = make_train_iterator(scene, pixels, config, jax.process_index(),
                                    jax.process_count(), config.model.near, config.model.far)

@@ -36,6 +36,30 @@ def test_normalise_recovers_centre_scale_and_up():
     assert np.allclose(np.linalg.det(rot), 1.0)
 
 
+def test_recentre_on_the_cameras_puts_their_mean_at_the_origin():
+    rng = np.random.default_rng(5)
+    cams = ring_cameras(30, 2)
+    garble = _random_similarity(rng)
+    cams_world = poses.transform_poses(garble, cams)
+    normalised, transform = poses.normalise_360(cams_world, recentre="cameras")
+    np.testing.assert_allclose(normalised[:, :, 3].mean(0), 0, atol=1e-9)
+    assert np.abs(normalised[:, :, 3]).max() == pytest.approx(1.0)
+    # Brute force: the scale is 1 / the largest |coordinate| of the centres about their
+    # mean, in the frame of their principal axes (the eigenvectors of their scatter).
+    offsets = cams[:, :, 3] - cams[:, :, 3].mean(0)
+    _, vectors = np.linalg.eigh(offsets.T @ offsets)
+    scale = 1 / np.abs(offsets @ vectors).max()
+    assert poses.transform_scale(transform) == pytest.approx(scale / 2.7)  # garble scaled by 2.7
+    # The look-at point lies below the origin along the smallest-spread axis (up), by its
+    # offset from the mean centre along that axis, scaled.
+    up = vectors[:, 0] * np.sign(vectors[2, 0])
+    look_at = poses.transform_points(transform, poses.transform_points(garble, LOOK_AT))
+    drop = (cams[:, :, 3].mean(0) - LOOK_AT) @ up
+    np.testing.assert_allclose(look_at[2], -drop * scale, rtol=1e-9)
+    with pytest.raises(ValueError, match="recentre"):
+        poses.normalise_360(cams_world, recentre="middle")
+
+
 def test_surround_versus_forward_facing():
     assert poses.surrounds_scene(ring_cameras(20, 0))
     half_ring = ring_cameras(40, 0)[:12]  # cameras over a 108 degree arc only

@@ -156,9 +156,11 @@ def test_workdir_of_another_scene_is_refused(scene, cache, straight, tmp_path):
 
 
 def test_workdir_of_another_model_config_is_refused(scene, cache, straight):
-    args = cli_args(scene, straight, cache, "model.nerf_net_width=24", "model.num_nerf_samples=4")
+    args = cli_args(scene, straight, cache, "model.nerf_net_width=24", "model.num_nerf_samples=4",
+                    "data.recentre=cameras")
     result = CliRunner().invoke(main, ["train", *args])
-    _assert_one_error_line(result, "model.nerf_net_width", "model.num_nerf_samples", "--workdir")
+    _assert_one_error_line(result, "model.nerf_net_width", "model.num_nerf_samples", "data.recentre",
+                           "--workdir")
     # Training settings are no reason to refuse: the same run, keeping more checkpoints, is accepted.
     args = cli_args(scene, straight, cache, "train.keep_checkpoints=5", "train.checkpoint_every=4")
     result = CliRunner().invoke(main, ["train", *args])
