@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from raynerf.errors import RaynerfError
+
 RECENTRE_MODES = ("focus", "cameras")
 
 
@@ -52,7 +54,7 @@ def normalise_360(camtoworlds: np.ndarray, recentre: str = "focus") -> tuple[np.
       COLMAP world points to normalised points).
     """
     if recentre not in RECENTRE_MODES:
-        raise ValueError(f"recentre must be one of {RECENTRE_MODES}, got {recentre!r}")
+        raise RaynerfError(f"data.recentre must be one of {', '.join(RECENTRE_MODES)}, got {recentre!r}")
     centre = focus_point(camtoworlds) if recentre == "focus" else camtoworlds[:, :3, 3].mean(0)
     offsets = camtoworlds[:, :3, 3] - centre
     _, vectors = np.linalg.eigh(offsets.T @ offsets)

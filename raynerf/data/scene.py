@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from raynerf.config import DataConfig
 from raynerf.data import cameras as cam
 from raynerf.data import images as img
 from raynerf.data import poses
-from raynerf.config import DataConfig
 from raynerf.data.colmap import read_model
 from raynerf.errors import RaynerfError
 
@@ -146,9 +146,6 @@ def load_scene(path: Path | str, factor: int, llffhold: int = 8,
         raise RaynerfError(f"scene folder {path} does not exist")
     if factor < 1:
         raise RaynerfError(f"factor must be a positive integer, got {factor}")
-    if recentre not in poses.RECENTRE_MODES:
-        raise RaynerfError(f"data.recentre must be one of {', '.join(poses.RECENTRE_MODES)}, "
-                           f"got {recentre!r}")
     model = read_model(path)
     image_dir = _image_dir(path, factor, model.names, downsample_missing)
     widths, heights = _checked_sizes(image_dir, model.names, model.cameras, factor)

@@ -66,6 +66,11 @@ def restore(manager: ocp.CheckpointManager, state_like: Any, data_iterator: Any 
     return step, restored["state"]
 
 
+# The data settings that fix the scene's frame, with the value a run.json written before
+# the setting existed implies (None: it always had one).
+_DATA_IDENTITY = {"factor": None, "recentre": "focus"}
+
+
 def run_identity(scene_path: Path, config: Config) -> dict:
     """What makes a checkpoint usable: the scene, the frame it is normalised to and the
     shapes of the model."""
@@ -73,9 +78,7 @@ def run_identity(scene_path: Path, config: Config) -> dict:
         "scene": Path(scene_path).resolve().name,
         "scene_path": str(Path(scene_path).resolve()),
         "model": dataclasses.asdict(config.model) | {"compute_dtype": None},
-        "factor": config.data.factor,
-        "recentre": config.data.recentre,
-    }
+    } | {key: getattr(config.data, key) for key in _DATA_IDENTITY}
 
 
 def check_workdir(workdir: Path, scene_path: Path, config: Config, write: bool) -> None:
@@ -97,10 +100,8 @@ def check_workdir(workdir: Path, scene_path: Path, config: Config, write: bool) 
             key for key, value in identity["model"].items()
             if recorded.get("model", {}).get(key) != value
         )
-        if recorded.get("factor") != identity["factor"]:
-            changed.append("data.factor")
-        if recorded.get("recentre", "focus") != identity["recentre"]:  # runs before the option: focus
-            changed.append("data.recentre")
+        changed += [f"data.{key}" for key, before in _DATA_IDENTITY.items()
+                    if recorded.get(key, before) != identity[key]]
         if changed:
             raise RaynerfError(
                 f"workdir {workdir} holds checkpoints of a different model config "

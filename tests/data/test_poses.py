@@ -5,6 +5,7 @@ import pytest
 
 from raynerf.data import poses
 from raynerf.data.synthetic import LOOK_AT, ring_cameras
+from raynerf.errors import RaynerfError
 
 
 def _random_similarity(rng):
@@ -56,7 +57,7 @@ def test_recentre_on_the_cameras_puts_their_mean_at_the_origin():
     look_at = poses.transform_points(transform, poses.transform_points(garble, LOOK_AT))
     drop = (cams[:, :, 3].mean(0) - LOOK_AT) @ up
     np.testing.assert_allclose(look_at[2], -drop * scale, rtol=1e-9)
-    with pytest.raises(ValueError, match="recentre"):
+    with pytest.raises(RaynerfError, match="data.recentre"):
         poses.normalise_360(cams_world, recentre="middle")
 
 

@@ -1,6 +1,7 @@
 """Checkpoints: resume equals an uninterrupted run, a killed save leaves earlier
 checkpoints loadable, and a workdir of another scene or model is refused."""
 
+import json
 import os
 import signal
 import time
@@ -15,6 +16,7 @@ from raynerf.cli import main
 from raynerf.data.cache import load_pixels
 from raynerf.data.pipeline import make_train_iterator
 from raynerf.data.scene import load_scene
+from raynerf.errors import RaynerfError
 from raynerf.eval.evaluate import load_trained_params
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.training import checkpoints
@@ -166,3 +168,15 @@ def test_workdir_of_another_model_config_is_refused(scene, cache, straight):
     result = CliRunner().invoke(main, ["train", *args])
     assert result.exit_code == 0, result.output
     assert "to step 8" in result.output
+
+
+def test_run_file_written_before_the_frame_setting_counts_as_the_focus_frame(tmp_path):
+    scene_path = tmp_path / "scene"
+    config = small_config(tmp_path / "cache")
+    identity = checkpoints.run_identity(scene_path, config)
+    identity.pop("recentre")  # as run.json was written before data.recentre existed
+    (tmp_path / checkpoints.RUN_FILE).write_text(json.dumps(identity))
+    checkpoints.check_workdir(tmp_path, scene_path, config, write=False)  # focus: accepted
+    cameras = small_config(tmp_path / "cache", "data.recentre=\"cameras\"")
+    with pytest.raises(RaynerfError, match="data.recentre"):
+        checkpoints.check_workdir(tmp_path, scene_path, cameras, write=False)
