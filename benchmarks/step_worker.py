@@ -1,0 +1,51 @@
+"""A ``lockstep.py`` worker: raynerf's train step on a synthetic batch, one step per
+line read from stdin, each step's seconds printed.
+
+    python benchmarks/step_worker.py --config tiny [--batch-size 1024] [--set k=v ...]
+
+The step is the one ``raynerf bench`` times (compiled ahead, donated state, synthetic
+rays), under the allocator tunables the ``raynerf`` command sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def main() -> None:
+    from raynerf.cli import MALLOC_TUNABLES
+
+    if sys.platform == "linux" and "glibc.malloc" not in os.environ.get("GLIBC_TUNABLES", ""):
+        tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES", ""), MALLOC_TUNABLES]))
+        os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, GLIBC_TUNABLES=tunables))
+
+    import jax
+
+    from raynerf.bench import synthetic_train_setup, time_steps
+    from raynerf.config import load_config
+    from raynerf.training.step import make_mesh
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="tiny")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+    config = load_config(args.config, args.overrides)
+    config = config.replace({"train": {"batch_size": args.batch_size}})
+    _, _, state, batch, step_fn = synthetic_train_setup(config, make_mesh())
+    step = step_fn.lower(state, batch).compile()
+    state, _ = time_steps(step, state, batch, args.warmup)
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        start = time.perf_counter()
+        state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+        print(time.perf_counter() - start, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""benchmarks/lockstep.py: the turn-taking protocol and the paired ratios, with
+workers that report fixed step times (no timing in the test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+LOCKSTEP = Path(__file__).resolve().parents[1] / "benchmarks" / "lockstep.py"
+
+# A worker that prints some noise, then `ready`, then for its i-th step the i-th of
+# its arguments (cycling), and appends its name to a log at every step.
+FAKE = """
+import sys
+name, log, seconds = sys.argv[1], sys.argv[2], [float(x) for x in sys.argv[3:]]
+print("compiling..."); print("ready", flush=True)
+for i, _ in enumerate(sys.stdin):
+    open(log, "a").write(name + "\\n")
+    print(seconds[i % len(seconds)], flush=True)
+"""
+
+
+def run(tmp_path, *workers, steps=4):
+    fake = tmp_path / "fake.py"
+    fake.write_text(FAKE)
+    log = tmp_path / "order.log"
+    args = [sys.executable, str(LOCKSTEP), "--steps", str(steps), "--pause", "0",
+            "--batch-size", "1000", "--json", str(tmp_path / "out.json")]
+    for name, seconds in workers:
+        args += ["--worker", f"{name}={sys.executable} {fake} {name} {log} {seconds}"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    order = log.read_text().split() if log.exists() else []
+    return proc, order
+
+
+def test_paired_ratios_and_turn_order(tmp_path):
+    # a's steps alternate 1 s and 2 s; b is steady at 0.5 s; c tracks a at half its time.
+    proc, order = run(tmp_path, ("a", "1 2"), ("b", "0.5"), ("c", "0.5 1"), steps=4)
+    assert proc.returncode == 0, proc.stderr
+    # Forward, reverse, forward, reverse: nobody always follows the same worker.
+    assert order == ["a", "b", "c", "c", "b", "a", "a", "b", "c", "c", "b", "a"]
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["step_seconds"] == {"a": [1, 2, 1, 2], "b": [0.5] * 4, "c": [0.5, 1, 0.5, 1]}
+    rows = {row["name"]: row for row in result["summary"]}
+    # Paired by round: c is exactly 2x a in every round, though its times vary 2x.
+    assert rows["c"]["speedup"] == rows["c"]["speedup_min"] == rows["c"]["speedup_max"] == 2.0
+    assert (rows["b"]["speedup_min"], rows["b"]["speedup_max"]) == (2.0, 4.0)
+    assert rows["a"]["speedup"] == 1.0
+    assert rows["b"]["rays_per_sec"] == 2000.0  # 1000 rays / median 0.5 s
+    assert "first/this 2.000 (2.00-2.00)" in proc.stdout
+
+
+def test_a_worker_that_dies_is_named(tmp_path):
+    fake = tmp_path / "fake.py"
+    fake.write_text(FAKE)
+    proc = subprocess.run(
+        [sys.executable, str(LOCKSTEP), "--steps", "2", "--worker", f"good={sys.executable} {fake} g {tmp_path / 'l'} 1",
+         "--worker", "broken=exit 3"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "worker 'broken' exited (code 3) before printing 'ready'" in proc.stderr
