@@ -22,12 +22,12 @@ for i, _ in enumerate(sys.stdin):
 """
 
 
-def run(tmp_path, *workers, steps=4):
+def run(tmp_path, *workers, steps=4, turn_steps=1):
     fake = tmp_path / "fake.py"
     fake.write_text(FAKE)
     log = tmp_path / "order.log"
     args = [sys.executable, str(LOCKSTEP), "--steps", str(steps), "--pause", "0",
-            "--batch-size", "1000", "--json", str(tmp_path / "out.json")]
+            "--batch-size", "1000", "--turn-steps", str(turn_steps), "--json", str(tmp_path / "out.json")]
     for name, seconds in workers:
         args += ["--worker", f"{name}={sys.executable} {fake} {name} {log} {seconds}"]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
@@ -42,7 +42,7 @@ def test_paired_ratios_and_turn_order(tmp_path):
     # Forward, reverse, forward, reverse: nobody always follows the same worker.
     assert order == ["a", "b", "c", "c", "b", "a", "a", "b", "c", "c", "b", "a"]
     result = json.loads((tmp_path / "out.json").read_text())
-    assert result["step_seconds"] == {"a": [1, 2, 1, 2], "b": [0.5] * 4, "c": [0.5, 1, 0.5, 1]}
+    assert result["turn_seconds"] == {"a": [1, 2, 1, 2], "b": [0.5] * 4, "c": [0.5, 1, 0.5, 1]}
     rows = {row["name"]: row for row in result["summary"]}
     # Paired by round: c is exactly 2x a in every round, though its times vary 2x.
     assert rows["c"]["speedup"] == rows["c"]["speedup_min"] == rows["c"]["speedup_max"] == 2.0
@@ -50,6 +50,19 @@ def test_paired_ratios_and_turn_order(tmp_path):
     assert rows["a"]["speedup"] == 1.0
     assert rows["b"]["rays_per_sec"] == 2000.0  # 1000 rays / median 0.5 s
     assert "first/this 2.000 (2.00-2.00)" in proc.stdout
+
+
+def test_turns_of_several_steps_drop_the_first(tmp_path):
+    # Each turn of 3 steps: a slow first step, then two that differ.
+    proc, order = run(tmp_path, ("a", "9 2 4"), ("b", "5 1 1"), steps=2, turn_steps=3)
+    assert proc.returncode == 0, proc.stderr
+    assert order == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["step_seconds"]["a"] == [[9, 2, 4], [9, 2, 4]]
+    # The turn's time is the median of its steps after the first: 3 and 1.
+    assert result["turn_seconds"] == {"a": [3, 3], "b": [1, 1]}
+    rows = {row["name"]: row for row in result["summary"]}
+    assert rows["b"]["speedup"] == 3.0
 
 
 def test_a_worker_that_dies_is_named(tmp_path):
