@@ -1,9 +1,9 @@
-"""Paired timing of train steps: worker processes take turns, one step each.
+"""Paired timing of train steps: worker processes take turns of one or more steps.
 
 This host's speed drifts by tens of percent within minutes, so two programs timed one
 after the other (even alternating) can differ by more than the change being measured.
 Here every worker keeps its compiled step in memory and runs one step when told; the
-workers step in turn, so each round of steps sees the same host, and each worker's
+workers take turns, so each round of steps sees the same host, and each worker's
 time is compared with the first worker's time in the same round.
 
     python benchmarks/lockstep.py --steps 20 --batch-size 1024 \\
@@ -57,20 +57,25 @@ def start(name: str, command: str) -> subprocess.Popen:
     raise SystemExit(f"worker {name!r} exited (code {proc.wait()}) before printing 'ready'")
 
 
-def step(proc: subprocess.Popen) -> float:
+def step(name: str, proc: subprocess.Popen) -> float:
     """One step of a ready worker: its own measure of the step, in seconds."""
-    proc.stdin.write("step\n")
-    proc.stdin.flush()
-    return float(proc.stdout.readline())
+    line = ""
+    try:
+        proc.stdin.write("step\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        return float(line)
+    except (BrokenPipeError, ValueError):
+        raise SystemExit(f"worker {name!r} answered {line.strip()!r} instead of a step time") from None
 
 
-def turn(proc: subprocess.Popen, steps: int, pause: float) -> tuple[float, list[float]]:
+def turn(name: str, proc: subprocess.Popen, steps: int, pause: float) -> tuple[float, list[float]]:
     """One worker's turn: ``steps`` steps; the first is dropped when there are more.
     ``(the turn's median step, every step's seconds)``."""
     times = []
     for _ in range(steps):
         time.sleep(pause)
-        times.append(step(proc))
+        times.append(step(name, proc))
     return statistics.median(times[1:] if steps > 1 else times), times
 
 
@@ -81,7 +86,7 @@ def round_orders(num_workers: int, rounds: int) -> list[list[int]]:
 
 
 def summarise(times: dict[str, list[float]], batch_size: int) -> list[dict]:
-    """Per worker: median and min step, rays/s, and the paired ratios
+    """Per worker, from its turn times: median and min, rays/s, and the paired ratios
     ``first[r] / this[r]`` over rounds r (median, min, max)."""
     first = next(iter(times.values()))
     rows = []
@@ -117,12 +122,15 @@ def main() -> None:
         every = {name: [] for name in names}
         for order in round_orders(len(names), args.steps):
             for i in order:
-                median, seconds = turn(procs[names[i]], args.turn_steps, args.pause)
+                median, seconds = turn(names[i], procs[names[i]], args.turn_steps, args.pause)
                 times[names[i]].append(median)
                 every[names[i]].append(seconds)
     finally:
         for proc in procs.values():
-            proc.stdin.close()
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:  # the worker has gone already
+                pass
             proc.wait()
     rows = summarise(times, args.batch_size)
     for row in rows:

@@ -73,3 +73,13 @@ def test_a_worker_that_dies_is_named(tmp_path):
          "--worker", "broken=exit 3"], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "worker 'broken' exited (code 3) before printing 'ready'" in proc.stderr
+
+
+def test_a_worker_that_stops_answering_is_named(tmp_path):
+    # Answers its first step, then exits.
+    proc = subprocess.run(
+        [sys.executable, str(LOCKSTEP), "--steps", "3",
+         "--worker", "quitter=echo ready; read x; echo 1.5; read x; exit 4"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == "worker 'quitter' answered '' instead of a step time"
