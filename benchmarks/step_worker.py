@@ -10,17 +10,14 @@ rays), under the allocator tunables the ``raynerf`` command sets.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
+from raynerf.hostmem import reexec_with_malloc_tunables
+
 
 def main() -> None:
-    from raynerf.cli import MALLOC_TUNABLES
-
-    if sys.platform == "linux" and "glibc.malloc" not in os.environ.get("GLIBC_TUNABLES", ""):
-        tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES", ""), MALLOC_TUNABLES]))
-        os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, GLIBC_TUNABLES=tunables))
+    reexec_with_malloc_tunables(sys.argv)
 
     import jax
 

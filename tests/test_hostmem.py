@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from raynerf.cli import MALLOC_TUNABLES
+from raynerf.hostmem import MALLOC_TUNABLES
 
 # In a child started with the tunables the `raynerf` command uses (freed memory stays in
 # the heap), 256 MiB is malloc'ed in 2 MiB blocks, touched, and freed but for the last
@@ -43,3 +43,22 @@ def test_release_free_memory_returns_freed_heap_pages():
     released, before, after = out.stdout.split()
     assert released == "True"
     assert float(before) - float(after) > 200, out.stdout
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's tunables")
+@pytest.mark.parametrize("before, no_reexec, expected", [
+    (None, False, MALLOC_TUNABLES),  # re-executed with the tunables
+    ("glibc.pthread.rseq=0", False, "glibc.pthread.rseq=0:" + MALLOC_TUNABLES),  # others kept
+    ("glibc.malloc.arena_max=2", False, "not re-executed"),  # the user's malloc settings win
+    (None, True, "not re-executed"),
+])
+def test_reexec_with_malloc_tunables(before, no_reexec, expected):
+    # The child asks to re-execute as `python -c SHOW`; if it returns instead, it says so.
+    show = "import os; print(os.environ.get('GLIBC_TUNABLES'))"
+    child = (f"from raynerf.hostmem import reexec_with_malloc_tunables; "
+             f"reexec_with_malloc_tunables(['-c', {show!r}]); print('not re-executed')")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RAYNERF_NO_REEXEC")}
+    env.update({"GLIBC_TUNABLES": before} if before else {})
+    env.update({"RAYNERF_NO_REEXEC": "1"} if no_reexec else {})
+    out = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

@@ -22,22 +22,28 @@ for i, _ in enumerate(sys.stdin):
 """
 
 
-def run(tmp_path, *workers, steps=4, turn_steps=1):
-    fake = tmp_path / "fake.py"
-    fake.write_text(FAKE)
-    log = tmp_path / "order.log"
+def fake(tmp_path, name: str, seconds: str) -> str:
+    """``--worker`` spec of a FAKE worker logging to tmp_path/order.log."""
+    script = tmp_path / "fake.py"
+    script.write_text(FAKE)
+    return f"{name}={sys.executable} {script} {name} {tmp_path / 'order.log'} {seconds}"
+
+
+def run(tmp_path, *workers: str, steps=4, turn_steps=1):
+    """Runs lockstep.py with ``--worker`` specs: (process, the order steps were taken in)."""
     args = [sys.executable, str(LOCKSTEP), "--steps", str(steps), "--pause", "0",
             "--batch-size", "1000", "--turn-steps", str(turn_steps), "--json", str(tmp_path / "out.json")]
-    for name, seconds in workers:
-        args += ["--worker", f"{name}={sys.executable} {fake} {name} {log} {seconds}"]
+    for spec in workers:
+        args += ["--worker", spec]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    order = log.read_text().split() if log.exists() else []
-    return proc, order
+    log = tmp_path / "order.log"
+    return proc, log.read_text().split() if log.exists() else []
 
 
 def test_paired_ratios_and_turn_order(tmp_path):
     # a's steps alternate 1 s and 2 s; b is steady at 0.5 s; c tracks a at half its time.
-    proc, order = run(tmp_path, ("a", "1 2"), ("b", "0.5"), ("c", "0.5 1"), steps=4)
+    proc, order = run(tmp_path, fake(tmp_path, "a", "1 2"), fake(tmp_path, "b", "0.5"),
+                      fake(tmp_path, "c", "0.5 1"), steps=4)
     assert proc.returncode == 0, proc.stderr
     # Forward, reverse, forward, reverse: nobody always follows the same worker.
     assert order == ["a", "b", "c", "c", "b", "a", "a", "b", "c", "c", "b", "a"]
@@ -54,7 +60,8 @@ def test_paired_ratios_and_turn_order(tmp_path):
 
 def test_turns_of_several_steps_drop_the_first(tmp_path):
     # Each turn of 3 steps: a slow first step, then two that differ.
-    proc, order = run(tmp_path, ("a", "9 2 4"), ("b", "5 1 1"), steps=2, turn_steps=3)
+    proc, order = run(tmp_path, fake(tmp_path, "a", "9 2 4"), fake(tmp_path, "b", "5 1 1"),
+                      steps=2, turn_steps=3)
     assert proc.returncode == 0, proc.stderr
     assert order == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
     result = json.loads((tmp_path / "out.json").read_text())
@@ -66,20 +73,13 @@ def test_turns_of_several_steps_drop_the_first(tmp_path):
 
 
 def test_a_worker_that_dies_is_named(tmp_path):
-    fake = tmp_path / "fake.py"
-    fake.write_text(FAKE)
-    proc = subprocess.run(
-        [sys.executable, str(LOCKSTEP), "--steps", "2", "--worker", f"good={sys.executable} {fake} g {tmp_path / 'l'} 1",
-         "--worker", "broken=exit 3"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
+    proc, order = run(tmp_path, fake(tmp_path, "good", "1"), "broken=exit 3", steps=2)
+    assert proc.returncode != 0 and order == []
     assert "worker 'broken' exited (code 3) before printing 'ready'" in proc.stderr
 
 
 def test_a_worker_that_stops_answering_is_named(tmp_path):
     # Answers its first step, then exits.
-    proc = subprocess.run(
-        [sys.executable, str(LOCKSTEP), "--steps", "3",
-         "--worker", "quitter=echo ready; read x; echo 1.5; read x; exit 4"],
-        capture_output=True, text=True, timeout=120)
+    proc, _ = run(tmp_path, "quitter=echo ready; read x; echo 1.5; read x; exit 4", steps=3)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1] == "worker 'quitter' answered '' instead of a step time"

@@ -61,24 +61,12 @@ def main() -> None:
     """Mip-NeRF 360 in JAX: train, evaluate and render scenes, from a CPU to a TPU pod."""
 
 
-# XLA on the CPU allocates its large buffers afresh for every step. With glibc's
-# defaults each one is a new mmap whose pages all fault in again (about 200k faults
-# per `tiny` step); keeping freed memory in the heap and backing it with huge pages
-# removes nearly all of them (about 20% less CPU time per step).
-MALLOC_TUNABLES = (
-    "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294967296:"
-    "glibc.malloc.trim_threshold=4294967296"
-)
-
-
 def entry() -> None:
-    """The ``raynerf`` console script: sets the allocator tunables (which glibc reads
-    only at start-up) by re-executing itself once, then runs the CLI."""
-    import os
+    """The ``raynerf`` console script: sets the allocator tunables (see
+    :mod:`raynerf.hostmem`) by re-executing itself once, then runs the CLI."""
     import sys
 
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if sys.platform == "linux" and "glibc.malloc" not in tunables and not os.environ.get("RAYNERF_NO_REEXEC"):
-        env = dict(os.environ, GLIBC_TUNABLES=":".join(filter(None, [tunables, MALLOC_TUNABLES])))
-        os.execve(sys.executable, [sys.executable, "-m", "raynerf.cli", *sys.argv[1:]], env)
+    from raynerf.hostmem import reexec_with_malloc_tunables
+
+    reexec_with_malloc_tunables(["-m", "raynerf.cli", *sys.argv[1:]])
     main(prog_name="raynerf")
