@@ -24,8 +24,8 @@ from raynerf.model.rays import RAY_FIELDS
 from raynerf.render.frames import make_render_fn
 from raynerf.training.optim import make_optimizer
 from raynerf.training.step import (
-    check_batch_size, create_train_state, global_batch, jit_train_step, make_mesh, replicated,
-    batch_sharding,
+    check_batch_size, create_train_state, global_batch, jit_train_step, make_mesh, micro_batches,
+    replicated, batch_sharding,
 )
 
 
@@ -147,18 +147,18 @@ def bench_train(config: Config, mesh, steps: int = 5) -> dict:
     compile_s = time.perf_counter() - start
     release_free_memory()  # as the training loop does after compiling
     # A loop's body is counted once, so with micro-batches count the step as one pass.
+    num_micro = micro_batches(config.train.grad_accum_steps, batch_size, mesh)
     single = config.replace({"train": {"grad_accum_steps": 1}})
 
     def build_single(m: Mesh):
         return jit_train_step(single, model, tx, m, state)
 
-    single_pass = (lowered if config.train.grad_accum_steps == 1
-                   else build_single(mesh).lower(state, batch))
+    single_pass = lowered if num_micro == 1 else build_single(mesh).lower(state, batch)
     flops = count_flops(single_pass, build_single, state, batch)
     plan = _memory_plan(compiled)
     result = {
         "batch_size": batch_size,
-        "grad_accum_steps": config.train.grad_accum_steps,
+        "grad_accum_steps": num_micro,
         "compile_seconds": compile_s,
         "flops_per_step": flops,
         "flops_per_ray": flops / batch_size,

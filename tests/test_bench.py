@@ -37,14 +37,22 @@ def test_bench_reports_throughput_flops_mfu_and_memory(tmp_path):
 
 def test_micro_batches_shrink_the_memory_plan(tmp_path):
     """Compile-only runs: 4 micro-batches keep the FLOPs (one pass over the batch) and
-    plan far fewer temporary bytes than one pass over the whole batch."""
-    whole, _ = _bench(tmp_path, "--steps", "0", "--only", "train", "--batch-size", "1024")
-    micro, output = _bench(tmp_path, "--steps", "0", "--only", "train", "--batch-size", "1024",
-                           "--set", "train.grad_accum_steps=4")
+    plan far fewer temporary bytes than one pass over the whole batch; the CPU's own
+    choice (the default) is 32 passes of 32 rays, with a smaller plan still."""
+    def plan(*overrides):
+        args = ["--steps", "0", "--only", "train", "--batch-size", "1024"]
+        return _bench(tmp_path, *args, *[a for o in overrides for a in ("--set", o)])
+
+    whole, _ = plan("train.grad_accum_steps=1")
+    micro, output = plan("train.grad_accum_steps=4")
+    default, _ = plan()
     assert "rays_per_sec" not in micro["train"] and "train XLA buffers" in output
-    assert micro["train"]["grad_accum_steps"] == 4
-    assert abs(micro["train"]["flops_per_step"] / whole["train"]["flops_per_step"] - 1) < 0.1
+    assert whole["train"]["grad_accum_steps"] == 1 and micro["train"]["grad_accum_steps"] == 4
+    assert default["train"]["grad_accum_steps"] == 32
+    for run in (micro, default):
+        assert abs(run["train"]["flops_per_step"] / whole["train"]["flops_per_step"] - 1) < 0.1
     assert micro["train"]["xla_temp_bytes"] < 0.5 * whole["train"]["xla_temp_bytes"]
+    assert default["train"]["xla_temp_bytes"] < 0.5 * micro["train"]["xla_temp_bytes"]
 
 
 def test_flops_counted_on_a_cpu_lowering_match_the_direct_count():

@@ -1,5 +1,7 @@
 """Gradient accumulation over micro-batches gives the one-big-batch result."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,8 @@ from raynerf.model.mipnerf360 import MipNerf360, draw_jitter
 from raynerf.model.rays import Rays
 from raynerf.training.optim import make_optimizer
 from raynerf.training.step import (
-    check_batch_size, create_train_state, global_batch, jit_train_step, loss_and_grads, make_mesh,
+    CPU_MICRO_BATCH_RAYS, check_batch_size, create_train_state, global_batch, jit_train_step,
+    loss_and_grads, make_mesh, micro_batches,
 )
 
 SMALL = ["model.nerf_net_depth=2", "model.nerf_net_width=16", "model.prop_net_width=8",
@@ -86,8 +89,41 @@ def test_batch_must_split_into_micro_batches_on_every_device(batch, devices, mic
         with pytest.raises(RaynerfError, match=f"micro-batches.*--set train.batch_size={nearest}$"):
             check_batch_size(batch, devices, micro)
     check_batch_size(nearest, devices, micro)
-    with pytest.raises(RaynerfError, match="grad_accum_steps must be at least 1"):
-        check_batch_size(batch, devices, 0)
+    with pytest.raises(RaynerfError, match="grad_accum_steps must be 0 .* or more, got -1"):
+        check_batch_size(batch, devices, -1)
+    check_batch_size(nearest, devices, 0)  # the devices' own choice always splits evenly
+
+
+def _fake_mesh(platform: str, count: int):
+    device = types.SimpleNamespace(platform=platform)
+    return types.SimpleNamespace(devices=np.array([device] * count, dtype=object))
+
+
+@pytest.mark.parametrize("batch, devices, expected", [
+    (1024, 1, 32),  # 32 rays each
+    (1024, 2, 16),  # 512 per device: 32 rays each
+    (1000, 1, 25),  # 31 would leave 32.3 rays, but 1000 splits evenly only into 25 (40 rays)
+    (48, 1, 1),  # too few rays to split
+    (96, 1, 3),
+    (16384, 8, 64),
+])
+def test_the_cpu_splits_each_device_share_into_passes_of_about_32_rays(batch, devices, expected):
+    mesh = _fake_mesh("cpu", devices)
+    micro = micro_batches(0, batch, mesh)
+    assert micro == expected
+    share = batch // devices
+    assert share % micro == 0 and (micro == 1 or share // micro >= CPU_MICRO_BATCH_RAYS)
+    # No larger even split leaves 32 rays or more (brute force over every count).
+    assert not [m for m in range(micro + 1, share + 1)
+                if share % m == 0 and share // m >= CPU_MICRO_BATCH_RAYS]
+
+
+def test_accelerators_run_one_pass_and_an_explicit_count_is_kept():
+    assert micro_batches(0, 16384, _fake_mesh("gpu", 8)) == 1
+    assert micro_batches(0, 16384, _fake_mesh("tpu", 64)) == 1
+    assert micro_batches(4, 1024, _fake_mesh("cpu", 1)) == 4
+    assert micro_batches(1, 1024, _fake_mesh("cpu", 1)) == 1
+    assert micro_batches(2, 16384, _fake_mesh("gpu", 8)) == 2
 
 
 TWO_DEVICES = """
