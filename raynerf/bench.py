@@ -53,20 +53,26 @@ def _time(fn: Callable[[], object], repeats: int) -> list[float]:
     return times
 
 
-def matmul_peak(mesh, dtype: str = "float32", size: Optional[int] = None, repeats: int = 10) -> float:
-    """FLOP/s of a large ``dtype`` matmul (float32 accumulation) on every device of
-    ``mesh`` at once, on random operands (zeros or ones can run faster than real data)."""
+def matmul_peak_meter(mesh, dtype: str = "float32", size: Optional[int] = None) -> Callable[[int], float]:
+    """A measurement of the FLOP/s of a large ``dtype`` matmul (float32 accumulation) on
+    every device of ``mesh`` at once, on random operands (zeros or ones can run faster
+    than real data): ``meter(repeats)`` gives the best of ``repeats`` timed calls. The
+    matmul is compiled once; its operands live only during a measurement, so they add
+    nothing to the memory a benchmarked step sees."""
     devices = mesh.devices.size
     size = size or (2048 if jax.default_backend() == "cpu" else 8192)
     sharding = batch_sharding(mesh)
-    key_a, key_b = jax.random.split(jax.random.key(0))
-    a = jax.device_put(jax.random.normal(key_a, (devices * size, size), dtype), sharding)
-    b = jax.device_put(jax.random.normal(key_b, (size, size), dtype), replicated(mesh))
     matmul = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32),
                      out_shardings=sharding)
-    jax.block_until_ready(matmul(a, b))
-    seconds = min(_time(lambda: matmul(a, b), repeats))
-    return 2.0 * devices * size**3 / seconds
+
+    def meter(repeats: int = 10) -> float:
+        key_a, key_b = jax.random.split(jax.random.key(0))
+        a = jax.device_put(jax.random.normal(key_a, (devices * size, size), dtype), sharding)
+        b = jax.device_put(jax.random.normal(key_b, (size, size), dtype), replicated(mesh))
+        jax.block_until_ready(matmul(a, b))
+        return 2.0 * devices * size**3 / min(_time(lambda: matmul(a, b), repeats))
+
+    return meter
 
 
 def _flops(lowered) -> float:
@@ -124,21 +130,34 @@ def synthetic_train_setup(config: Config, mesh) -> tuple:
     return model, tx, state, batch, jit_train_step(config, model, tx, mesh, state)
 
 
+def timed_step(compiled, state, batch) -> tuple[object, float]:
+    """One step, device-synchronised: ``(state, seconds)``."""
+    start = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    return state, time.perf_counter() - start
+
+
 def time_steps(compiled, state, batch, steps: int) -> tuple[object, list[float]]:
-    """One warm-up step, then ``steps`` timed ones (device-synchronised):
-    ``(state, seconds per step)``."""
+    """One warm-up step, then ``steps`` timed ones: ``(state, seconds per step)``."""
+    state, _ = timed_step(compiled, state, batch)
     times = []
-    for i in range(steps + 1):
-        start = time.perf_counter()
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready(metrics)
-        if i:
-            times.append(time.perf_counter() - start)
+    for _ in range(steps):
+        state, seconds = timed_step(compiled, state, batch)
+        times.append(seconds)
     return state, times
 
 
-def bench_train(config: Config, mesh, steps: int = 5) -> dict:
-    """Train-step throughput after compilation (median of ``steps`` timed steps)."""
+def bench_train(config: Config, mesh, steps: int = 5,
+                peak: Optional[Callable[[], float]] = None) -> dict:
+    """Train-step throughput after compilation (median of ``steps`` timed steps).
+
+    With ``peak`` (a matmul peak measurement, FLOP/s) the peak is measured again right
+    before every timed step, and the model FLOP utilisation is the median over steps of
+    each step's FLOP/s over the peak measured beside it: a shared host's speed drifts
+    by tens of percent within minutes, so a peak taken minutes away from a step says
+    little about that step's hardware.
+    """
     batch_size = config.train.batch_size
     model, tx, state, batch, step_fn = synthetic_train_setup(config, mesh)
     start = time.perf_counter()
@@ -166,10 +185,20 @@ def bench_train(config: Config, mesh, steps: int = 5) -> dict:
     }
     if steps == 0:  # compile only: FLOPs and XLA's memory plan
         return result
-    _, times = time_steps(compiled, state, batch, steps)
+    state, _ = timed_step(compiled, state, batch)  # warm-up
+    times, peaks = [], []
+    for _ in range(steps):
+        if peak is not None:
+            peaks.append(peak())
+        state, seconds = timed_step(compiled, state, batch)
+        times.append(seconds)
     seconds = statistics.median(times)
-    return dict(result, steps_per_sec=1.0 / seconds, rays_per_sec=batch_size / seconds,
-                step_seconds=times, flops_per_sec=flops / seconds)
+    result = dict(result, steps_per_sec=1.0 / seconds, rays_per_sec=batch_size / seconds,
+                  step_seconds=times, flops_per_sec=flops / seconds)
+    if peaks:
+        result.update(step_peak_flops=peaks, mfu=statistics.median(
+            flops / (t * p) for t, p in zip(times, peaks)))
+    return result
 
 
 def bench_render(config: Config, mesh, chunk: int, repeats: int = 3) -> dict:
@@ -224,15 +253,14 @@ def run(config: Config, train_steps: int = 5, render_chunk: int = 4096,
         "batch_size": config.train.batch_size,
         "compute_dtype": config.model.compute_dtype,
     }
-    # MFU is taken against the peak of the dtype the MLPs multiply in, the best of a
-    # measurement before and one after the train step's (a shared host's speed drifts).
-    peak = matmul_peak(mesh, config.model.compute_dtype)
+    # MFU is taken against the peak of the dtype the MLPs multiply in, measured beside
+    # each timed train step (see bench_train); the reported peak is their median.
+    meter = matmul_peak_meter(mesh, config.model.compute_dtype)
+    result["matmul_peak_flops"] = meter(10)
     if "train" in parts:
-        result["train"] = bench_train(config, mesh, train_steps)
-        peak = max(peak, matmul_peak(mesh, config.model.compute_dtype))
-        if "flops_per_sec" in result["train"]:
-            result["train"]["mfu"] = result["train"]["flops_per_sec"] / peak
-    result["matmul_peak_flops"] = peak
+        result["train"] = bench_train(config, mesh, train_steps, lambda: meter(3))
+        if "step_peak_flops" in result["train"]:
+            result["matmul_peak_flops"] = statistics.median(result["train"]["step_peak_flops"])
     if "render" in parts:
         result["render"] = bench_render(config, mesh, render_chunk)
     if "pipeline" in parts:

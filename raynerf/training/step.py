@@ -224,7 +224,8 @@ def global_batch(mesh: Mesh, local_batch: dict) -> dict:
 # Rays per device in each micro-batch when the CPU picks the micro-batches. One pass
 # over a large batch streams every layer's activations through memory; passes this
 # small keep them in the caches. Paired timing on a 2-core EPYC (benchmarks/lockstep.py,
-# batch 1024): `tiny` 1.15x faster than one pass, `360` 1.18x; 64 rays: 1.11x / 1.06x.
+# batch 1024) against one pass: `tiny` 1.07-1.15x, `360` 1.07-1.18x; 64 rays 1.06-1.13x;
+# 16 rays 0.93-1.04x.
 CPU_MICRO_BATCH_RAYS = 32
 
 
