@@ -130,21 +130,19 @@ def synthetic_train_setup(config: Config, mesh) -> tuple:
     return model, tx, state, batch, jit_train_step(config, model, tx, mesh, state)
 
 
-def timed_step(compiled, state, batch) -> tuple[object, float]:
-    """One step, device-synchronised: ``(state, seconds)``."""
-    start = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    return state, time.perf_counter() - start
-
-
-def time_steps(compiled, state, batch, steps: int) -> tuple[object, list[float]]:
-    """One warm-up step, then ``steps`` timed ones: ``(state, seconds per step)``."""
-    state, _ = timed_step(compiled, state, batch)
+def time_steps(compiled, state, batch, steps: int,
+               before_each: Optional[Callable[[], object]] = None) -> tuple[object, list[float]]:
+    """One warm-up step, then ``steps`` timed ones (device-synchronised), each preceded
+    by an untimed ``before_each()``: ``(state, seconds per step)``."""
     times = []
-    for _ in range(steps):
-        state, seconds = timed_step(compiled, state, batch)
-        times.append(seconds)
+    for i in range(steps + 1):
+        if i and before_each is not None:
+            before_each()
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+        if i:
+            times.append(time.perf_counter() - start)
     return state, times
 
 
@@ -185,13 +183,9 @@ def bench_train(config: Config, mesh, steps: int = 5,
     }
     if steps == 0:  # compile only: FLOPs and XLA's memory plan
         return result
-    state, _ = timed_step(compiled, state, batch)  # warm-up
-    times, peaks = [], []
-    for _ in range(steps):
-        if peak is not None:
-            peaks.append(peak())
-        state, seconds = timed_step(compiled, state, batch)
-        times.append(seconds)
+    peaks: list[float] = []
+    _, times = time_steps(compiled, state, batch, steps,
+                          (lambda: peaks.append(peak())) if peak is not None else None)
     seconds = statistics.median(times)
     result = dict(result, steps_per_sec=1.0 / seconds, rays_per_sec=batch_size / seconds,
                   step_seconds=times, flops_per_sec=flops / seconds)
