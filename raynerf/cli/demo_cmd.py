@@ -17,9 +17,9 @@ import click
 # The tiny config, with the warm-up shortened for a run of a few hundred steps (the
 # paper's 512-step warm-up would keep the learning rate low for all of it).
 DEMO_SETTINGS = ("train.lr_delay_steps=50",)
-# The tiny step on a 2-core CPU runs at about 150-600 rays/s (1024 rays a step), so
-# five minutes is 75-300 steps; the schedule spans 500 so that a faster machine (or a
-# second run) goes on learning at a useful rate.
+# The tiny step on a 2-core CPU runs at about 1,000-1,600 rays/s (1024 rays a step;
+# 150-600 before the speed work), so five minutes is 300-470 steps; the schedule spans
+# 500 so that a faster machine (or a second run) goes on learning at a useful rate.
 DEFAULT_STEPS = 500
 DEFAULT_MINUTES = 5.0
 
