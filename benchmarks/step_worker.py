@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from raynerf.hostmem import reexec_with_malloc_tunables
 
 
 def main() -> None:
     reexec_with_malloc_tunables(sys.argv)
-
-    import jax
 
     from raynerf.bench import synthetic_train_setup, time_steps
     from raynerf.config import load_config
@@ -29,19 +26,17 @@ def main() -> None:
     parser.add_argument("--config", default="tiny")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     config = load_config(args.config, args.overrides)
     config = config.replace({"train": {"batch_size": args.batch_size}})
     _, _, state, batch, step_fn = synthetic_train_setup(config, make_mesh())
     step = step_fn.lower(state, batch).compile()
-    state, _ = time_steps(step, state, batch, args.warmup)
+    state, _ = time_steps(step, state, batch, 0, warmup=args.warmup)
     print("ready", flush=True)
     for _ in sys.stdin:
-        start = time.perf_counter()
-        state, metrics = step(state, batch)
-        jax.block_until_ready(metrics)
-        print(time.perf_counter() - start, flush=True)
+        state, (seconds,) = time_steps(step, state, batch, 1, warmup=0)
+        print(seconds, flush=True)
 
 
 if __name__ == "__main__":

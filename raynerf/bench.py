@@ -131,17 +131,19 @@ def synthetic_train_setup(config: Config, mesh) -> tuple:
 
 
 def time_steps(compiled, state, batch, steps: int,
-               before_each: Optional[Callable[[], object]] = None) -> tuple[object, list[float]]:
-    """One warm-up step, then ``steps`` timed ones (device-synchronised), each preceded
-    by an untimed ``before_each()``: ``(state, seconds per step)``."""
+               before_each: Optional[Callable[[], object]] = None,
+               warmup: int = 1) -> tuple[object, list[float]]:
+    """``warmup`` untimed steps, then ``steps`` timed ones (device-synchronised), each
+    preceded by an untimed ``before_each()``: ``(state, seconds per step)``."""
     times = []
-    for i in range(steps + 1):
-        if i and before_each is not None:
+    for i in range(warmup + steps):
+        timed = i >= warmup
+        if timed and before_each is not None:
             before_each()
         start = time.perf_counter()
         state, metrics = compiled(state, batch)
         jax.block_until_ready(metrics)
-        if i:
+        if timed:
             times.append(time.perf_counter() - start)
     return state, times
 
@@ -250,11 +252,10 @@ def run(config: Config, train_steps: int = 5, render_chunk: int = 4096,
     # MFU is taken against the peak of the dtype the MLPs multiply in, measured beside
     # each timed train step (see bench_train); the reported peak is their median.
     meter = matmul_peak_meter(mesh, config.model.compute_dtype)
-    result["matmul_peak_flops"] = meter(10)
     if "train" in parts:
         result["train"] = bench_train(config, mesh, train_steps, lambda: meter(3))
-        if "step_peak_flops" in result["train"]:
-            result["matmul_peak_flops"] = statistics.median(result["train"]["step_peak_flops"])
+    step_peaks = result.get("train", {}).get("step_peak_flops")
+    result["matmul_peak_flops"] = statistics.median(step_peaks) if step_peaks else meter(10)
     if "render" in parts:
         result["render"] = bench_render(config, mesh, render_chunk)
     if "pipeline" in parts:
