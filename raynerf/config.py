@@ -106,7 +106,7 @@ class RenderConfig:
     fps: int = 5
     z_variation: float = 0.0
     z_phase: float = 0.0
-    chunk_size: int = 8192  # rays per forward pass (halved to fit free memory); 0 -> the largest that fits
+    chunk_size: int = 8192  # rays per render call (halved to fit free memory); 0 -> the largest that fits
     workers: int = 0  # Ray render workers; 0 -> one per available device host
 
 
@@ -114,7 +114,7 @@ class RenderConfig:
 class EvalConfig:
     """Test-view evaluation."""
 
-    chunk_size: int = 0  # rays per forward pass (halved to fit free memory); 0 -> the largest that fits
+    chunk_size: int = 0  # rays per render call (halved to fit free memory); 0 -> the largest that fits
     lpips_net: str = "alex"  # "alex", "vgg" or "none"
 
 

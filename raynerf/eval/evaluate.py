@@ -22,7 +22,7 @@ from raynerf.data.scene import Scene, image_rays, load_configured_scene
 from raynerf.errors import RaynerfError
 from raynerf.eval import metrics as image_metrics
 from raynerf.model.mipnerf360 import MipNerf360
-from raynerf.render.frames import choose_chunk, make_render_fn, render_image
+from raynerf.render.frames import choose_chunk, chunk_unit, make_render_fn, render_image
 from raynerf.render.video import visualize_acc, visualize_distance, to_uint8, write_png
 from raynerf.training import checkpoints
 from raynerf.training.optim import make_optimizer
@@ -106,7 +106,7 @@ def evaluate(config: Config, scene_path: Path, workdir: Path, show_progress: boo
     if not indices:
         raise RaynerfError(f"{scene.path} has no test views (data.llffhold={config.data.llffhold})")
     largest = max(int(scene.widths[i]) * int(scene.heights[i]) for i in indices)
-    chunk = choose_chunk(config.eval.chunk_size, largest, mesh.devices.size, config.model)
+    chunk = choose_chunk(config.eval.chunk_size, largest, chunk_unit(mesh), config.model)
     lpips, lpips_note = _lpips(config.eval.lpips_net)
     out_dir = Path(workdir) / "eval"
     is_main = jax.process_index() == 0

@@ -3,11 +3,14 @@
 One jitted function renders a chunk of ``chunk_size`` rays deterministically (test-time
 sampling, final level); images are cut into such chunks (the last one padded), so a
 render compiles once whatever the image size. The chunk is sharded over the mesh's
-devices; every process must call :func:`render_image` with the same rays.
+devices; every process must call :func:`render_image` with the same rays. On the CPU
+each device runs its share of a chunk as passes of a few dozen rays inside that one
+call, as the train step does (small passes keep the activations in the caches).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Mapping, Optional
 
 import jax
@@ -17,7 +20,9 @@ from jax.sharding import Mesh
 from raynerf.config import ModelConfig
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.model.rays import RAY_FIELDS, Rays
-from raynerf.training.step import batch_sharding, replicated
+from raynerf.training.step import (
+    batch_sharding, join_micro_batches, micro_batches, pass_rays, replicated, split_micro_batches,
+)
 
 OUTPUTS = ("rgb", "acc", "distance_mean", "distance_median")
 # Render chunks: at least MIN_CHUNK rays (smaller passes waste the devices), at most
@@ -27,20 +32,38 @@ MEMORY_FRACTION = 0.25
 
 
 def make_render_fn(model: MipNerf360, mesh: Mesh) -> Callable:
-    """``(params, rays: dict [chunk, k]) -> dict [chunk, ...]`` of the final level."""
+    """``(params, rays: dict [chunk, k]) -> dict [chunk, ...]`` of the final level.
 
-    def render(params, rays: dict) -> dict:
+    The chunk runs as :func:`micro_batches` passes (one on GPU/TPU; on the CPU about
+    :func:`pass_rays` rays per device each, in a loop inside the compiled call).
+    Paired timing of `tiny` on a 2-core EPYC, 4,096-ray chunks: 1.19-1.24x one pass.
+    """
+
+    def forward(params, rays: dict) -> dict:
         final = model.apply({"params": params}, None, Rays.from_batch(rays))[-1]
         return {name: final[name] for name in OUTPUTS}
+
+    def render(params, rays: dict) -> dict:
+        passes = micro_batches(0, rays["origins"].shape[0], mesh)
+        if passes == 1:
+            return forward(params, rays)
+        outputs = jax.lax.map(functools.partial(forward, params), split_micro_batches(rays, passes, mesh))
+        return join_micro_batches(outputs, mesh)
 
     rays_sharding = {name: batch_sharding(mesh) for name in RAY_FIELDS}
     return jax.jit(render, in_shardings=(replicated(mesh), rays_sharding),
                    out_shardings=replicated(mesh))
 
 
-def round_chunk(chunk_size: int, num_devices: int) -> int:
-    """The chunk rounded up to a multiple of the device count."""
-    return max(num_devices, -(-chunk_size // num_devices) * num_devices)
+def chunk_unit(mesh: Mesh) -> int:
+    """What a chunk's ray count is rounded up to a multiple of: one ray per device, or
+    on the CPU one :func:`pass_rays` pass per device (so the passes split it evenly)."""
+    return mesh.devices.size * max(1, pass_rays(mesh))
+
+
+def round_chunk(chunk_size: int, unit: int) -> int:
+    """The chunk rounded up to a multiple of ``unit`` (see :func:`chunk_unit`)."""
+    return max(unit, -(-chunk_size // unit) * unit)
 
 
 def render_image(render_fn: Callable, params, rays: Mapping[str, np.ndarray], chunk_size: int,
@@ -48,7 +71,7 @@ def render_image(render_fn: Callable, params, rays: Mapping[str, np.ndarray], ch
     """rays: dict of [H, W, k] arrays -> dict of [H, W, ...] numpy outputs."""
     height, width = rays["origins"].shape[:2]
     flat = {name: np.asarray(rays[name], np.float32).reshape(height * width, -1) for name in RAY_FIELDS}
-    chunk = round_chunk(chunk_size, mesh.devices.size)
+    chunk = round_chunk(chunk_size, chunk_unit(mesh))
     sharding = batch_sharding(mesh)
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUTS}
     total = height * width
@@ -96,7 +119,7 @@ def available_memory() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def choose_chunk(configured: int, num_rays: int, num_devices: int, model: ModelConfig,
+def choose_chunk(configured: int, num_rays: int, unit: int, model: ModelConfig,
                  available: Optional[float] = None) -> int:
     """Rays per forward pass for rendering images of ``num_rays`` rays.
 
@@ -104,11 +127,11 @@ def choose_chunk(configured: int, num_rays: int, num_devices: int, model: ModelC
     (:func:`bytes_per_ray`) exceeds ``MEMORY_FRACTION`` of ``available`` bytes (default:
     :func:`available_memory`), not below ``MIN_CHUNK``; then takes the smallest chunk
     that covers ``num_rays`` in as many passes (padding rays are wasted work), rounded
-    up to a multiple of ``num_devices``.
+    up to a multiple of ``unit`` (:func:`chunk_unit` of the mesh).
     """
     available = available_memory() if available is None else available
     chunk = configured if configured > 0 else MAX_CHUNK
     while chunk > MIN_CHUNK and chunk * bytes_per_ray(model) > MEMORY_FRACTION * available:
         chunk //= 2
     passes = -(-num_rays // chunk)
-    return round_chunk(-(-num_rays // passes), num_devices)
+    return round_chunk(-(-num_rays // passes), unit)

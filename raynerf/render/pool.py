@@ -100,12 +100,12 @@ class RenderWorker:
         Ray passes the reference and the worker fetches the value only the first time).
         """
         from raynerf.data.cameras import camera_rays
-        from raynerf.render.frames import choose_chunk, render_image
+        from raynerf.render.frames import choose_chunk, chunk_unit, render_image
 
         self._ensure_params(params_box)
         rays = camera_rays(job.camtoworld, job.intrinsics, job.width, job.height,
                            self._config.near, self._config.far)
-        chunk = choose_chunk(self._chunk_size, job.width * job.height, self._mesh.devices.size,
+        chunk = choose_chunk(self._chunk_size, job.width * job.height, chunk_unit(self._mesh),
                              self._config, self._available)
         out = render_image(self._render_fn, self._params, rays, chunk, self._mesh)
         return job.index, {name: _squeeze_last(np.asarray(out[name], np.float32)) for name in FRAME_OUTPUTS}

@@ -129,6 +129,18 @@ def split_micro_batches(tree, num_micro: int, mesh: Mesh):
     return jax.tree.map(split, tree)
 
 
+def join_micro_batches(tree, mesh: Mesh):
+    """The inverse of :func:`split_micro_batches`: [num_micro, rows, ...] ->
+    [num_micro * rows, ...] in the original row order, sharded along the batch."""
+
+    def join(x):
+        x = x.swapaxes(0, 1)
+        x = x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+        return jax.lax.with_sharding_constraint(x, batch_sharding(mesh))
+
+    return jax.tree.map(join, tree)
+
+
 def loss_and_grads(
     config: Config, model: MipNerf360, params, batch: dict, jitter, train_frac, mesh: Mesh
 ) -> tuple[tuple[jnp.ndarray, dict], Any]:
@@ -229,19 +241,26 @@ def global_batch(mesh: Mesh, local_batch: dict) -> dict:
 CPU_MICRO_BATCH_RAYS = 32
 
 
+def pass_rays(mesh: Mesh) -> int:
+    """The fewest rays per device a pass should hold when the devices choose the passes:
+    :data:`CPU_MICRO_BATCH_RAYS` on the CPU; 0 (the whole share in one pass) on GPU and TPU."""
+    return CPU_MICRO_BATCH_RAYS if mesh.devices.flat[0].platform == "cpu" else 0
+
+
 def micro_batches(grad_accum_steps: int, batch_size: int, mesh: Mesh) -> int:
-    """How many micro-batches a step of ``batch_size`` rays runs as on ``mesh``.
+    """How many micro-batches (passes) ``batch_size`` rays run as on ``mesh``.
 
     ``grad_accum_steps`` > 0 is taken as given. 0 lets the devices decide: on GPU and
-    TPU one pass; on the CPU passes of about :data:`CPU_MICRO_BATCH_RAYS` rays per
-    device: the largest divisor of each device's share that leaves at least that many.
+    TPU one pass; on the CPU passes of about :func:`pass_rays` rays per device: the
+    largest divisor of each device's share that leaves at least that many.
     """
     if grad_accum_steps > 0:
         return grad_accum_steps
-    if mesh.devices.flat[0].platform != "cpu":
+    least = pass_rays(mesh)
+    if not least:
         return 1
     share = batch_size // mesh.devices.size
-    most = max(1, share // CPU_MICRO_BATCH_RAYS)
+    most = max(1, share // least)
     return max(m for m in range(1, most + 1) if share % m == 0)
 
 

@@ -29,7 +29,7 @@ from raynerf.data.synthetic import make_scene
 from raynerf.eval.evaluate import load_trained_params
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.render import paths, video
-from raynerf.render.frames import choose_chunk, make_render_fn, render_image
+from raynerf.render.frames import choose_chunk, chunk_unit, make_render_fn, render_image
 from raynerf.render.job import RenderRequest, intrinsics_vector, render_intrinsics, render_path
 from raynerf.render.pool import FrameJob, FrameStore, RenderPool, WorkerPlan
 from raynerf.training import checkpoints
@@ -122,7 +122,8 @@ def test_pool_frames_equal_one_process_render(run, rendered):
                            intrinsics["height"], config.model.near, config.model.far)
         # The workers' chunk (the whole frame): another cut reorders float32 sums, which
         # moves distance_mean by up to ~1e-7 x far on pixels that see the sky.
-        chunk = choose_chunk(config.render.chunk_size, 16 * 12, 1, config.model, float("inf"))
+        chunk = choose_chunk(config.render.chunk_size, 16 * 12, chunk_unit(mesh), config.model,
+                             float("inf"))
         expected = render_image(render_fn, params, rays, chunk, mesh)
         saved = store.load(index)
         np.testing.assert_allclose(saved["rgb"], expected["rgb"], rtol=1e-5, atol=1e-6)

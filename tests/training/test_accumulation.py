@@ -1,7 +1,5 @@
 """Gradient accumulation over micro-batches gives the one-big-batch result."""
 
-import types
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +14,8 @@ from raynerf.training.step import (
     CPU_MICRO_BATCH_RAYS, check_batch_size, create_train_state, global_batch, jit_train_step,
     loss_and_grads, make_mesh, micro_batches,
 )
+
+from meshes import fake_mesh
 
 SMALL = ["model.nerf_net_depth=2", "model.nerf_net_width=16", "model.prop_net_width=8",
          "model.prop_net_depth=2", "model.bottleneck_width=8", "model.viewdir_net_width=8",
@@ -94,11 +94,6 @@ def test_batch_must_split_into_micro_batches_on_every_device(batch, devices, mic
     check_batch_size(nearest, devices, 0)  # the devices' own choice always splits evenly
 
 
-def _fake_mesh(platform: str, count: int):
-    device = types.SimpleNamespace(platform=platform)
-    return types.SimpleNamespace(devices=np.array([device] * count, dtype=object))
-
-
 @pytest.mark.parametrize("batch, devices, expected", [
     (1024, 1, 32),  # 32 rays each
     (1024, 2, 16),  # 512 per device: 32 rays each
@@ -108,7 +103,7 @@ def _fake_mesh(platform: str, count: int):
     (16384, 8, 64),
 ])
 def test_the_cpu_splits_each_device_share_into_passes_of_about_32_rays(batch, devices, expected):
-    mesh = _fake_mesh("cpu", devices)
+    mesh = fake_mesh("cpu", devices)
     micro = micro_batches(0, batch, mesh)
     assert micro == expected
     share = batch // devices
@@ -119,11 +114,11 @@ def test_the_cpu_splits_each_device_share_into_passes_of_about_32_rays(batch, de
 
 
 def test_accelerators_run_one_pass_and_an_explicit_count_is_kept():
-    assert micro_batches(0, 16384, _fake_mesh("gpu", 8)) == 1
-    assert micro_batches(0, 16384, _fake_mesh("tpu", 64)) == 1
-    assert micro_batches(4, 1024, _fake_mesh("cpu", 1)) == 4
-    assert micro_batches(1, 1024, _fake_mesh("cpu", 1)) == 1
-    assert micro_batches(2, 16384, _fake_mesh("gpu", 8)) == 2
+    assert micro_batches(0, 16384, fake_mesh("gpu", 8)) == 1
+    assert micro_batches(0, 16384, fake_mesh("tpu", 64)) == 1
+    assert micro_batches(4, 1024, fake_mesh("cpu", 1)) == 4
+    assert micro_batches(1, 1024, fake_mesh("cpu", 1)) == 1
+    assert micro_batches(2, 16384, fake_mesh("gpu", 8)) == 2
 
 
 TWO_DEVICES = """
