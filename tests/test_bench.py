@@ -35,7 +35,11 @@ def test_bench_reports_throughput_flops_mfu_and_memory(tmp_path):
         t["flops_per_step"] / (s * p) for s, p in zip(t["step_seconds"], t["step_peak_flops"])))
     assert 0 < t["mfu"] < 1.5 and r["matmul_peak_flops"] > 1e8
     assert t["xla_temp_bytes"] > 0 and r["peak_memory_bytes"] > t["xla_temp_bytes"]
-    assert r["render"]["rays_per_sec"] > 0 and r["render"]["flops_per_ray"] < t["flops_per_ray"]
+    # A training ray costs the forward pass, the MLPs' backward (about twice their
+    # forward) and the losses; a render ray the forward alone: 1.5x fewer FLOPs in this
+    # small model, 2.3x in `tiny`. The chunk counts whole though the CPU renders it as 8
+    # passes of 32 rays (a loop body counted once would read 8x fewer).
+    assert r["render"]["rays_per_sec"] > 0 and 1.2 < t["flops_per_ray"] / r["render"]["flops_per_ray"] < 4
     assert "train rays/s" in output and "render rays/s" in output
 
 
