@@ -1,11 +1,6 @@
 """How many rays each forward pass of a render takes (one rule for eval and the render
 pool), and that cutting a chunk into passes leaves the rendering as it was."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import jax
 import numpy as np
 import pytest
@@ -20,7 +15,7 @@ from raynerf.render.frames import (
 from raynerf.training.optim import make_optimizer
 from raynerf.training.step import CPU_MICRO_BATCH_RAYS, create_train_state, make_mesh
 
-from meshes import fake_mesh
+from meshes import fake_mesh, run_on_cpu_devices
 
 MODEL = ModelConfig()
 PLENTY = float("inf")
@@ -131,9 +126,4 @@ print("same")
 
 
 def test_passes_cut_across_two_devices_keep_every_ray_in_its_place():
-    here = Path(__file__).resolve().parent
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.pathsep.join([str(here), str(here.parent)]))
-    result = subprocess.run([sys.executable, "-c", TWO_DEVICES], env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0 and "same" in result.stdout, result.stderr[-3000:]
+    run_on_cpu_devices(TWO_DEVICES, __file__)

@@ -15,7 +15,7 @@ from raynerf.training.step import (
     loss_and_grads, make_mesh, micro_batches,
 )
 
-from meshes import fake_mesh
+from meshes import fake_mesh, run_on_cpu_devices
 
 SMALL = ["model.nerf_net_depth=2", "model.nerf_net_width=16", "model.prop_net_width=8",
          "model.prop_net_depth=2", "model.bottleneck_width=8", "model.viewdir_net_width=8",
@@ -149,14 +149,4 @@ print("same")
 def test_micro_batches_sharded_over_two_devices_match_one_device():
     """Micro-batches cut across a 2-device mesh (each device holds its share of every
     micro-batch) give the one-device, one-pass parameters."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    here = Path(__file__).resolve().parent
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.pathsep.join([str(here), str(here.parent)]))
-    result = subprocess.run([sys.executable, "-c", TWO_DEVICES], env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0 and "same" in result.stdout, result.stderr[-3000:]
+    run_on_cpu_devices(TWO_DEVICES, __file__)
