@@ -25,7 +25,7 @@ from raynerf.training.step import (
 )
 
 OUTPUTS = ("rgb", "acc", "distance_mean", "distance_median")
-# Render chunks: at least MIN_CHUNK rays (smaller passes waste the devices), at most
+# Render chunks: at least MIN_CHUNK rays (smaller calls waste the devices), at most
 # MAX_CHUNK, and sized so that their estimated memory fits MEMORY_FRACTION of what is free.
 MIN_CHUNK, MAX_CHUNK = 256, 65536
 MEMORY_FRACTION = 0.25
@@ -122,17 +122,17 @@ def available_memory() -> int:
 
 def choose_chunk(configured: int, num_rays: int, unit: int, model: ModelConfig,
                  available: Optional[float] = None) -> int:
-    """Rays per forward pass for rendering images of ``num_rays`` rays.
+    """Rays per render call (chunk) for rendering images of ``num_rays`` rays.
 
     Starts from ``configured`` (0: ``MAX_CHUNK``), halves it while its estimated memory
     (:func:`bytes_per_ray`) exceeds ``MEMORY_FRACTION`` of ``available`` bytes (default:
     :func:`available_memory`), not below ``MIN_CHUNK``; then takes the smallest chunk
-    that covers ``num_rays`` in as many passes (padding rays are wasted work), rounded
+    that covers ``num_rays`` in as many calls (padding rays are wasted work), rounded
     up to a multiple of ``unit`` (:func:`chunk_unit` of the mesh).
     """
     available = available_memory() if available is None else available
     chunk = configured if configured > 0 else MAX_CHUNK
     while chunk > MIN_CHUNK and chunk * bytes_per_ray(model) > MEMORY_FRACTION * available:
         chunk //= 2
-    passes = -(-num_rays // chunk)
-    return round_chunk(-(-num_rays // passes), unit)
+    calls = -(-num_rays // chunk)
+    return round_chunk(-(-num_rays // calls), unit)

@@ -42,7 +42,7 @@ def test_configured_chunk_is_kept_when_it_fits_and_halved_when_it_does_not():
 
 @pytest.mark.parametrize("chunk, rays, fitted", [(4096, 4800, 2400), (512, 1280, 427), (8192, 100, 100),
                                                  (1000, 1000, 1000), (1000, 1001, 501), (8192, 6700, 6700)])
-def test_chunk_keeps_the_passes_and_cuts_the_padding(chunk, rays, fitted):
+def test_chunk_keeps_the_calls_and_cuts_the_padding(chunk, rays, fitted):
     got = choose_chunk(chunk, rays, 1, MODEL, PLENTY)
     assert got == fitted
     assert -(-rays // got) == -(-rays // chunk) and got <= chunk
