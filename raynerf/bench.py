@@ -210,9 +210,10 @@ def bench_render(config: Config, mesh, chunk: int, repeats: int = 3) -> dict:
     lowered = render_fn.lower(params, arrays)
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
-    # A loop's body is counted once, so count the chunk's FLOPs as one pass.
+    # A loop's body is counted once, so with passes count the chunk's FLOPs as one pass.
     one_pass = lambda m: make_render_fn(model, m, passes=1)
-    flops = count_flops(one_pass(mesh).lower(params, arrays), one_pass, params, arrays)
+    single = lowered if micro_batches(0, chunk, mesh) == 1 else one_pass(mesh).lower(params, arrays)
+    flops = count_flops(single, one_pass, params, arrays)
     jax.block_until_ready(compiled(params, arrays))
     seconds = statistics.median(_time(lambda: compiled(params, arrays), repeats))
     return {"chunk_size": chunk, "rays_per_sec": chunk / seconds, "compile_seconds": compile_s,

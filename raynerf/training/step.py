@@ -151,7 +151,7 @@ def loss_and_grads(
     (up to float summation order) with about 1/M of the activation memory.
     """
     grad_fn = jax.value_and_grad(functools.partial(compute_losses, config, model), has_aux=True)
-    num_micro = micro_batches(config.train.grad_accum_steps, config.train.batch_size, mesh)
+    num_micro = micro_batches(config.train.grad_accum_steps, batch["rgb"].shape[0], mesh)
     if num_micro == 1:
         return grad_fn(params, batch, jitter, train_frac)
 

@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 
+from raynerf.bench import synthetic_batch
 from raynerf.config import ModelConfig, load_config
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.model.rays import RAY_FIELDS, Rays
@@ -16,6 +17,7 @@ from raynerf.training.optim import make_optimizer
 from raynerf.training.step import CPU_MICRO_BATCH_RAYS, create_train_state, make_mesh
 
 from meshes import fake_mesh, run_on_cpu_devices
+from small_run import SMALL
 
 MODEL = ModelConfig()
 PLENTY = float("inf")
@@ -61,21 +63,12 @@ def test_cpu_chunks_hold_whole_passes_for_every_device():
     assert choose_chunk(8192, 6700, chunk_unit(fake_mesh("cpu", 1)), MODEL, PLENTY) == 6720
 
 
-SMALL = ["model.nerf_net_depth=2", "model.nerf_net_width=16", "model.prop_net_width=8",
-         "model.prop_net_depth=2", "model.bottleneck_width=8", "model.viewdir_net_width=8",
-         "model.num_prop_samples=16", "model.num_nerf_samples=8"]
+MODEL_SMALL = [s for s in SMALL if s.startswith("model.")]
 
 
-def _rays(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Rays from a unit sphere towards the origin, each one different."""
-    rng = np.random.default_rng(seed)
-    origins = rng.normal(size=(n, 3))
-    origins /= np.linalg.norm(origins, axis=-1, keepdims=True)
-    directions = -origins + 0.3 * rng.normal(size=(n, 3))
-    viewdirs = directions / np.linalg.norm(directions, axis=-1, keepdims=True)
-    rays = {"origins": origins, "directions": directions, "viewdirs": viewdirs,
-            "radii": np.full((n, 1), 2e-3), "near": np.full((n, 1), 0.2), "far": np.full((n, 1), 1e6)}
-    return {name: rays[name].astype(np.float32) for name in RAY_FIELDS}
+def _rays(n: int) -> dict[str, np.ndarray]:
+    """Rays that each render differently (the bench's: from a unit sphere inwards)."""
+    return {name: value for name, value in synthetic_batch(n, seed=0).items() if name in RAY_FIELDS}
 
 
 def _one_pass(model, params, rays: dict) -> dict:
@@ -85,7 +78,7 @@ def _one_pass(model, params, rays: dict) -> dict:
 
 
 def test_a_chunk_rendered_in_passes_equals_one_pass_over_it():
-    config = load_config("tiny", SMALL)
+    config = load_config("tiny", MODEL_SMALL)
     mesh = make_mesh(jax.devices()[:1])
     model = MipNerf360(config.model)
     params = create_train_state(config, model, make_optimizer(config.train), mesh).params
@@ -105,14 +98,14 @@ def test_a_chunk_rendered_in_passes_equals_one_pass_over_it():
 
 TWO_DEVICES = """
 import jax, numpy as np
-from test_chunks import SMALL, _one_pass, _rays
+from test_chunks import MODEL_SMALL, _one_pass, _rays
 from raynerf.config import load_config
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.render.frames import OUTPUTS, make_render_fn
 from raynerf.training.optim import make_optimizer
 from raynerf.training.step import create_train_state, make_mesh
 assert jax.device_count() == 2
-config = load_config("tiny", SMALL)
+config = load_config("tiny", MODEL_SMALL)
 mesh = make_mesh()
 model = MipNerf360(config.model)
 params = create_train_state(config, model, make_optimizer(config.train), mesh).params
