@@ -40,14 +40,25 @@ def level_sample_counts(config: ModelConfig) -> list[int]:
     return [config.num_prop_samples] * (config.num_levels - 1) + [config.num_nerf_samples]
 
 
-def dilation_domain(sdist: jnp.ndarray, dilation: float) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Where the dilated histogram of knots ``sdist`` [..., n + 1] may reach: [..., 1]
-    bounds that let the outermost intervals grow outward only as far as the next knot
-    shifted by ``dilation`` reaches (multinerf's behaviour, which drops the outermost
-    dilated intervals), within ``S_DOMAIN``."""
-    lo = jnp.minimum(sdist[..., 1:2] - dilation, sdist[..., :1])
-    hi = jnp.maximum(sdist[..., -2:-1] + dilation, sdist[..., -1:])
-    return jnp.maximum(lo, S_DOMAIN[0]), jnp.minimum(hi, S_DOMAIN[1])
+def dilate_histogram(
+    config: ModelConfig, level: int, sdist: jnp.ndarray, weights: jnp.ndarray
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """The histogram that ``level`` (> 0) samples from: the previous level's
+    (``sdist`` [..., n + 1], ``weights`` [..., n]) max-dilated in s-space, its weights
+    renormalised to sum to 1, then (``trim_dilated_ends``) its outermost interval at
+    each end dropped, as multinerf does, in that order: with ``resample_padding`` > 0
+    the padding is added to weights normalised over the untrimmed histogram.
+
+    Returns:
+      [..., 3n + 1] knots and [..., 3n] weights, or [..., 3n - 1] and [..., 3n - 2]
+      trimmed.
+    """
+    sdist, weights = stepfun.max_dilate_weights(
+        sdist, weights, level_dilation(config, level), domain=S_DOMAIN, renormalize=True
+    )
+    if config.trim_dilated_ends:
+        sdist, weights = sdist[..., 1:-1], weights[..., 1:-1]
+    return sdist, weights
 
 
 def jitter_width(config: ModelConfig) -> int:
@@ -97,11 +108,7 @@ class MipNerf360(nn.Module):
         for level, num_samples in enumerate(level_sample_counts(cfg)):
             is_prop = level < cfg.num_levels - 1
             if level > 0:
-                dilation = level_dilation(cfg, level)
-                domain = dilation_domain(sdist, dilation) if cfg.trim_dilated_ends else S_DOMAIN
-                sdist, weights = stepfun.max_dilate_weights(
-                    sdist, weights, dilation, domain=domain, renormalize=True
-                )
+                sdist, weights = dilate_histogram(cfg, level, sdist, weights)
             logits = stepfun.resample_logits(sdist, weights, anneal, cfg.resample_padding)
             level_jitter = None
             if jitter is not None:

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jnp.ndarray
 _EPS = float(jnp.finfo(jnp.float32).eps)
@@ -157,41 +158,113 @@ def pdf_to_weight(t: Array, p: Array) -> Array:
     return p * jnp.diff(t, axis=-1)
 
 
+def _count(a: Array, v: Array, inclusive: bool) -> Array:
+    """Per query ``v`` [..., m]: how many of ``a`` [..., k] lie below it (or at it, if
+    ``inclusive``) -> int [..., m]. ``a`` need not be sorted."""
+    below = a[..., None, :] <= v[..., :, None] if inclusive else a[..., None, :] < v[..., :, None]
+    return jnp.sum(below, axis=-1, dtype=jnp.int32)
+
+
+def _range_max(y: Array, start: Array, stop: Array) -> Array:
+    """``max(y[..., start:stop])`` per query, 0 for an empty range.
+
+    Args:
+      y: [..., n] values (>= 0); start, stop: int [..., m] with ``0 <= start`` and
+        ``stop <= n``.
+
+    Returns:
+      [..., m]. A sparse table: level ``l`` holds the maxima of ``2^l`` consecutive
+      values, and a range is covered by two (overlapping) blocks of one level, so each
+      query is two gathers instead of a scan over all ``n`` values.
+    """
+    n = y.shape[-1]
+    levels = [y]
+    while (2 ** len(levels)) <= n:
+        prev, shift = levels[-1], 2 ** (len(levels) - 1)
+        shifted = jnp.concatenate([prev[..., shift:], jnp.zeros_like(prev[..., :shift])], axis=-1)
+        levels.append(jnp.maximum(prev, shifted))
+    table = jnp.concatenate(levels, axis=-1)  # [..., len(levels) * n]
+    length = jnp.maximum(stop - start, 1)
+    level = sum((length >= 2**k).astype(jnp.int32) for k in range(1, len(levels)))  # floor(log2)
+    first = level * n + jnp.clip(start, 0, n - 1)
+    second = level * n + jnp.clip(stop - 2**level, 0, n - 1)
+    best = jnp.maximum(
+        jnp.take_along_axis(table, first, axis=-1), jnp.take_along_axis(table, second, axis=-1)
+    )
+    return jnp.where(stop > start, best, 0.0)
+
+
+def dilated_knots(t: Array, dilation: float | Array) -> tuple[Array, Array, Array]:
+    """The knots of a step function with knots ``t`` [..., n + 1] max-dilated by
+    ``dilation``: ``t`` itself, every interval's start moved back (``t[:-1] - dilation``)
+    and every interval's end moved on (``t[1:] + dilation``), merged in order.
+
+    The three lists are sorted already, so each element's place in the merge is its
+    index in its own list plus the number of elements of the other two lists before
+    it (ties: starts, then knots, then ends), and the merge is one scatter, not a sort.
+
+    Returns:
+      ``(knots, starts_seen, ends_seen)``, each [..., 3n + 1]: the sorted knots, and
+      for each knot how many moved starts and moved ends lie at or before its position.
+      Input interval ``j`` covers the merged interval that begins at position ``k`` iff
+      ``ends_seen[k] <= j < starts_seen[k]``.
+    """
+    starts, ends = t[..., :-1] - dilation, t[..., 1:] + dilation
+    n = starts.shape[-1]
+    place_starts = jnp.arange(n) + _count(t, starts, False) + _count(ends, starts, False)
+    place_knots = jnp.arange(n + 1) + _count(starts, t, True) + _count(ends, t, False)
+    place_ends = jnp.arange(n) + _count(starts, ends, True) + _count(t, ends, True)
+    places = jnp.concatenate([place_starts, place_knots, place_ends], axis=-1)
+    values = jnp.concatenate([starts, t, ends], axis=-1)
+    kinds = jnp.asarray(np.repeat(np.arange(3, dtype=np.int32), [n, n + 1, n]))  # start, knot, end
+    kinds = jnp.broadcast_to(kinds, places.shape)
+    total = 3 * n + 1
+
+    def scatter(x: Array, where: Array) -> Array:
+        return jnp.zeros(total, x.dtype).at[where].set(x, unique_indices=True)
+
+    flat = places.reshape(-1, total)
+    knots = jax.vmap(scatter)(values.reshape(-1, total), flat).reshape(places.shape)
+    kind = jax.vmap(scatter)(kinds.reshape(-1, total), flat).reshape(places.shape)
+    starts_seen = jnp.cumsum(kind == 0, axis=-1, dtype=jnp.int32)
+    ends_seen = jnp.cumsum(kind == 2, axis=-1, dtype=jnp.int32)
+    return knots, starts_seen, ends_seen
+
+
 def max_dilate(
-    t: Array, w: Array, dilation: float, domain: tuple[float, float] = (-jnp.inf, jnp.inf)
+    t: Array, w: Array, dilation: float | Array, domain: tuple[float, float] = (-jnp.inf, jnp.inf)
 ) -> tuple[Array, Array]:
     """Max-filter of a non-negative step function over a window of +-``dilation``.
 
     The result at ``x`` is the largest value the input takes within
     ``[x - dilation, x + dilation]`` (0 outside the input's support). It is again a step
-    function, with knots at the input's knots shifted both ways.
+    function; its knots are those of :func:`dilated_knots` (the input's knots, each
+    interval's start moved back and its end moved on, as multinerf cuts it). The cut
+    matters beyond the function itself: annealing (:func:`resample_logits`) acts per
+    interval.
 
     Args:
       t: [..., n + 1] knots; w: [..., n] values (pdf values, >= 0).
 
     Returns:
-      ``(t', w')``: [..., 2n + 2] knots clipped to ``domain`` and [..., 2n + 1] values.
+      ``(t', w')``: [..., 3n + 1] knots clipped to ``domain`` and [..., 3n] values.
     """
-    t_out = jnp.sort(jnp.concatenate([t - dilation, t + dilation], axis=-1), axis=-1)
-    starts = t_out[..., :-1, None]
-    # Input interval j reaches the output interval starting at x iff
-    # t_j - dilation <= x < t_{j+1} + dilation; the filter is constant between knots.
-    reaches = (starts >= t[..., None, :-1] - dilation) & (starts < t[..., None, 1:] + dilation)
-    w_out = jnp.max(jnp.where(reaches, w[..., None, :], 0.0), axis=-1)
-    return jnp.clip(t_out, *domain), w_out
+    knots, starts_seen, ends_seen = dilated_knots(t, dilation)
+    w_out = _range_max(w, ends_seen[..., :-1], starts_seen[..., :-1])
+    return jnp.clip(knots, *domain), w_out
 
 
 def max_dilate_weights(
     t: Array,
     w: Array,
-    dilation: float,
+    dilation: float | Array,
     domain: tuple[float, float] = (-jnp.inf, jnp.inf),
     renormalize: bool = True,
 ) -> tuple[Array, Array]:
     """:func:`max_dilate` applied to the pdf of weights ``w`` [..., n], back as weights.
 
     Returns:
-      ``(t', w')``: [..., 2n + 2] knots and [..., 2n + 1] weights (summing to 1 if
+      ``(t', w')``: [..., 3n + 1] knots and [..., 3n] weights (summing to 1 if
       ``renormalize``).
     """
     t_out, p_out = max_dilate(t, weight_to_pdf(t, w), dilation, domain)

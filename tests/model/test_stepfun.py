@@ -230,7 +230,7 @@ def test_max_dilate_equals_brute_force_max_filter():
         p = np.asarray(_stepfun.weight_to_pdf(jnp.asarray(t), jnp.asarray(w)))[0]
         t_d, p_d = stepfun.max_dilate(jnp.asarray(t[0], jnp.float32), jnp.asarray(p, jnp.float32), dilation, domain=domain)
         t_d, p_d = np.asarray(t_d, np.float64), np.asarray(p_d, np.float64)
-        assert t_d.shape == (26,) and p_d.shape == (25,)
+        assert t_d.shape == (37,) and p_d.shape == (36,)  # 3n + 1 knots
         assert np.all(np.diff(t_d) >= 0) and np.all((t_d >= 0) & (t_d <= 1))
         original = _step_eval(t[0], p, grid)
         brute = scipy.ndimage.maximum_filter1d(original, size=2 * half_window + 1, mode="constant")
@@ -246,7 +246,7 @@ def test_max_dilate_weights_is_normalised_and_covers_the_original():
     rng = np.random.default_rng(10)
     t, w = _random_histogram(rng, 8, 16, zero_frac=0.5)
     t_d, w_d = stepfun.max_dilate_weights(jnp.asarray(t, jnp.float32), jnp.asarray(w, jnp.float32), 0.01, domain=(0.0, 1.0))
-    assert t_d.shape == (8, 34) and w_d.shape == (8, 33)
+    assert t_d.shape == (8, 49) and w_d.shape == (8, 48)
     np.testing.assert_allclose(np.sum(w_d, -1), 1.0, rtol=1e-5)
     assert np.all(np.asarray(w_d) >= 0)
     # Without renormalisation the dilated histogram bounds the original from above:
