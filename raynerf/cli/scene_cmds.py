@@ -19,8 +19,18 @@ from raynerf.errors import RaynerfError
 @click.option("--width", default=640, show_default=True, help="Full-resolution width (multiple of 8).")
 @click.option("--height", default=480, show_default=True, help="Full-resolution height (multiple of 8).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the camera jitter and 3D points.")
-def make_scene(directory: Path, num_images: int, width: int, height: int, seed: int) -> None:
-    """Render the procedural 360 scene into DIRECTORY in the Mip-NeRF 360 layout."""
+@click.option("--arc", "arc_degrees", default=360.0, show_default=True,
+              help="Degrees of the orbit the cameras cover (180: a half orbit, as a phone capture).")
+@click.option("--focal-spread", default=0.0, show_default=True,
+              help="Give each image its own camera, focal length within +- this fraction (< 0.5).")
+@click.option("--max-k1", default=0.0, show_default=True,
+              help="Give each image its own SIMPLE_RADIAL camera, k1 in [0, this] (<= 0.2).")
+def make_scene(directory: Path, num_images: int, width: int, height: int, seed: int, arc_degrees: float,
+               focal_spread: float, max_k1: float) -> None:
+    """Render the procedural 360 scene into DIRECTORY in the Mip-NeRF 360 layout.
+
+    Portrait images: a --height above the --width.
+    """
     from raynerf.data.synthetic import make_scene as build
 
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
@@ -29,8 +39,18 @@ def make_scene(directory: Path, num_images: int, width: int, height: int, seed: 
         raise RaynerfError(f"--width and --height must be positive multiples of 8, got {width}x{height}")
     if num_images < 2:
         raise RaynerfError(f"--images must be at least 2, got {num_images}")
-    build(directory, num_images=num_images, width=width, height=height, seed=seed, progress=True)
-    click.echo(f"wrote {num_images} views ({width}x{height}, factors 1/2/4/8) to {directory}")
+    if not 0 < arc_degrees <= 360:
+        raise RaynerfError(f"--arc must be in (0, 360] degrees, got {arc_degrees:g}")
+    if not 0 <= focal_spread < 0.5:
+        raise RaynerfError(f"--focal-spread must be in [0, 0.5), got {focal_spread:g}")
+    if not 0 <= max_k1 <= 0.2:
+        raise RaynerfError(f"--max-k1 must be in [0, 0.2], got {max_k1:g}")
+    build(directory, num_images=num_images, width=width, height=height, seed=seed, progress=True,
+          arc_degrees=arc_degrees, focal_spread=focal_spread, max_k1=max_k1)
+    orbit = "a full orbit" if arc_degrees >= 360 else f"a {arc_degrees:g} degree arc"
+    cameras = "one camera per image" if focal_spread or max_k1 else "one camera"
+    click.echo(f"wrote {num_images} views ({width}x{height}, factors 1/2/4/8, {orbit}, {cameras}) "
+               f"to {directory}")
 
 
 def _folder_report(path: Path, names: list[str]) -> list[str]:
@@ -58,6 +78,17 @@ def _bounds(label: str, points: np.ndarray) -> str:
         return f"  {label:<11} none"
     lo, hi = points.min(0), points.max(0)
     return f"  {label:<11} [{lo[0]:.2f}, {hi[0]:.2f}] x [{lo[1]:.2f}, {hi[1]:.2f}] x [{lo[2]:.2f}, {hi[2]:.2f}]"
+
+
+def _capture_line(camtoworlds: np.ndarray) -> str:
+    """How the cameras go around the scene, e.g. ``partial orbit (largest azimuth gap 186 degrees)``."""
+    from raynerf.data.poses import largest_azimuth_gap, orbit_kind
+
+    kind = orbit_kind(camtoworlds)
+    meaning = {"full orbit": "cameras surround the scene", "partial orbit": "cameras on one side of an orbit",
+               "forward-facing": "cameras face the scene from one side"}[kind]
+    gap = largest_azimuth_gap(camtoworlds)
+    return f"capture     {kind}: {meaning} (largest azimuth gap {gap:.0f} degrees)"
 
 
 @click.command("info")
@@ -93,7 +124,7 @@ def info(scene: str, data_dir: Path, factor: int, llffhold: int, downsample: boo
         "cameras     " + ", ".join(f"{m} ({n} images)" for m, n in models.items()),
         f"  image 0   fx {loaded.cameras[0].fx:.2f}  fy {loaded.cameras[0].fy:.2f}  "
         f"cx {loaded.cameras[0].cx:.2f}  cy {loaded.cameras[0].cy:.2f} (at factor {factor})",
-        f"capture     {'forward-facing' if loaded.forward_facing else '360 (cameras surround the scene)'}",
+        _capture_line(loaded.camtoworlds),
         f"points      {len(loaded.points)}",
         f"normalised  scale {loaded.scale:.4g} per COLMAP unit; cameras {radius.min():.2f} "
         f"to {radius.max():.2f} from the centre",

@@ -89,13 +89,10 @@ def transform_scale(transform: np.ndarray) -> float:
     return float(np.cbrt(np.linalg.det(transform[:3, :3])))
 
 
-def surrounds_scene(camtoworlds: np.ndarray, max_gap_degrees: float = 180.0) -> bool:
-    """Whether cameras circle the scene (360) rather than face it from one side.
-
-    Measures the azimuths of the camera centres around the focus point, in the
-    plane perpendicular to the cameras' mean up vector; a capture surrounds the
-    scene when no gap between neighbouring azimuths exceeds ``max_gap_degrees``.
-    """
+def largest_azimuth_gap(camtoworlds: np.ndarray) -> float:
+    """The largest gap, in degrees, between neighbouring camera azimuths around the focus
+    point, measured in the plane perpendicular to the cameras' mean up vector: about
+    360 / N for N cameras evenly around the scene, 180 or more for a half orbit."""
     up = -camtoworlds[:, :3, 1].mean(0)
     up = up / max(np.linalg.norm(up), 1e-12)
     offsets = camtoworlds[:, :3, 3] - focus_point(camtoworlds)
@@ -105,4 +102,28 @@ def surrounds_scene(camtoworlds: np.ndarray, max_gap_degrees: float = 180.0) -> 
     e2 = np.cross(up, e1)
     azimuth = np.sort(np.degrees(np.arctan2(offsets @ e2, offsets @ e1)))
     gaps = np.diff(np.concatenate([azimuth, azimuth[:1] + 360.0]))
-    return bool(gaps.max() <= max_gap_degrees)
+    return float(gaps.max())
+
+
+def surrounds_scene(camtoworlds: np.ndarray, max_gap_degrees: float = 180.0) -> bool:
+    """Whether cameras circle the scene (360) rather than face it from one side: no gap
+    between neighbouring azimuths (:func:`largest_azimuth_gap`) exceeds ``max_gap_degrees``."""
+    return largest_azimuth_gap(camtoworlds) <= max_gap_degrees
+
+
+ORBIT_KINDS = ("full orbit", "partial orbit", "forward-facing")
+FULL_ORBIT_MAX_GAP = 90.0  # degrees: a full orbit leaves no side of the scene unseen
+FORWARD_FACING_MAX_SPAN = 60.0  # degrees of azimuth covered by a capture from one side
+
+
+def orbit_kind(camtoworlds: np.ndarray) -> str:
+    """How the cameras go around the scene (one of :data:`ORBIT_KINDS`): a full orbit
+    (largest azimuth gap at most 90 degrees), a forward-facing capture (the cameras
+    cover less than 60 degrees of azimuth) or, between the two, a partial orbit (a
+    half orbit, as a phone walked around one side of an object gives)."""
+    gap = largest_azimuth_gap(camtoworlds)
+    if gap <= FULL_ORBIT_MAX_GAP:
+        return "full orbit"
+    if 360.0 - gap < FORWARD_FACING_MAX_SPAN:
+        return "forward-facing"
+    return "partial orbit"

@@ -4,12 +4,15 @@ The world (COLMAP world frame, z up, units of about a metre): a textured ground
 disc, two spheres and two boxes near the origin, and a far textured sky sphere
 (radius 40) so that scene contraction matters. Images are rendered by exact
 analytic ray casting (vectorised numpy) from cameras on a wavy ring looking at
-the centre. ``images/`` is rendered once (``supersample**2`` rays per pixel,
-default 1) and ``images_2/4/8`` are box-filtered from it, so a pixel of
-``images_<f>/`` averages at least f x f rays (anti-aliased). Written alongside:
+the centre (a full orbit, or an arc of it: ``arc_degrees``). ``images/`` is rendered
+once (``supersample**2`` rays per pixel, default 1) and ``images_2/4/8`` are
+box-filtered from it, so a pixel of ``images_<f>/`` averages at least f x f rays
+(anti-aliased). Written alongside:
 
-* ``sparse/0/{cameras,images,points3D}.bin`` via pycolmap: one PINHOLE camera,
-  every pose, and points sampled on the objects with their visible observations.
+* ``sparse/0/{cameras,images,points3D}.bin`` via pycolmap: one PINHOLE camera (or,
+  with ``focal_spread`` or ``max_k1``, one camera per image with its own focal length
+  and SIMPLE_RADIAL distortion, as phone captures have), every pose, and points
+  sampled on the objects with their visible observations.
 * ``depth_<factor>/<stem>.npy`` for factors 4 and 8: float32 [H, W] ground-truth
   **z-depth** (distance along the optical axis, COLMAP world units) at the pixel
   centres of ``images_<factor>/``.
@@ -28,6 +31,7 @@ import numpy as np
 import pycolmap
 from PIL import Image
 
+from raynerf.data.cameras import distort, undistort
 from raynerf.data.images import folder_name
 
 FACTORS = (1, 2, 4, 8)
@@ -241,11 +245,15 @@ def surface_distance(points: np.ndarray, world: World = WORLD) -> np.ndarray:
 # --- cameras ------------------------------------------------------------------------
 
 
-def ring_cameras(num_images: int, seed: int) -> np.ndarray:
-    """[N, 3, 4] OpenCV camtoworlds on a wavy ring, each looking at the scene centre."""
+def ring_cameras(num_images: int, seed: int, arc_degrees: float = 360.0) -> np.ndarray:
+    """[N, 3, 4] OpenCV camtoworlds on a wavy ring, each looking at the scene centre:
+    evenly around it, or over an arc of ``arc_degrees`` (both ends included)."""
     rng = np.random.default_rng(seed)
-    azimuth = np.linspace(0, 2 * np.pi, num_images, endpoint=False)
-    azimuth = azimuth + rng.uniform(-0.3, 0.3, num_images) * (2 * np.pi / num_images)
+    arc = np.radians(arc_degrees)
+    full = arc_degrees >= 360.0
+    azimuth = np.linspace(0, arc, num_images, endpoint=not full)
+    spacing = arc / (num_images if full else num_images - 1)
+    azimuth = azimuth + rng.uniform(-0.3, 0.3, num_images) * spacing
     radius = 3.6 + 0.3 * np.sin(3 * azimuth) + rng.uniform(-0.1, 0.1, num_images)
     height = 1.4 + 0.5 * np.sin(2 * azimuth + 0.5) + rng.uniform(-0.1, 0.1, num_images)
     centres = np.stack([radius * np.cos(azimuth), radius * np.sin(azimuth), height], -1)
@@ -257,33 +265,38 @@ def ring_cameras(num_images: int, seed: int) -> np.ndarray:
     return np.stack([right, down, forward, centres], axis=-1)
 
 
-def _pixel_dirs(camtoworld, focal, width, height, factor, offsets):
+def _pixel_dirs(camtoworld, focal, width, height, factor, offsets, k1=0.0):
     """Unit world directions [S, H, W, 3] through each factor-pixel, for sub-pixel offsets [S, 2]
-    (in factor-pixel units, 0.5 = centre), and the camera-frame z of each unit direction."""
+    (in factor-pixel units, 0.5 = centre), and the camera-frame z of each unit direction.
+    With radial distortion ``k1`` the pixel's (distorted) coordinates are undistorted first."""
     f = focal / factor
     cx, cy = width / (2 * factor), height / (2 * factor)
     ys, xs = np.meshgrid(np.arange(height // factor), np.arange(width // factor), indexing="ij")
     u = (xs[None] + offsets[:, 0, None, None] - cx) / f
     v = (ys[None] + offsets[:, 1, None, None] - cy) / f
+    if k1:
+        uv = undistort(np.stack([u, v], -1), np.array([k1, 0.0, 0.0, 0.0]))
+        u, v = uv[..., 0], uv[..., 1]
     cam = np.stack([u, v, np.ones_like(u)], -1)
     cam /= np.linalg.norm(cam, axis=-1, keepdims=True)
     return cam @ camtoworld[:, :3].T, cam[..., 2]
 
 
 def render_image(camtoworld: np.ndarray, focal: float, width: int, height: int,
-                 supersample: int = 1) -> np.ndarray:
+                 supersample: int = 1, k1: float = 0.0) -> np.ndarray:
     """float [H, W, 3] colour at full resolution, ``supersample**2`` rays per pixel."""
     grid = (np.arange(supersample) + 0.5) / supersample
     offsets = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)[:, ::-1]
-    dirs, _ = _pixel_dirs(camtoworld, focal, width, height, 1, offsets)
+    dirs, _ = _pixel_dirs(camtoworld, focal, width, height, 1, offsets, k1)
     origins = np.broadcast_to(camtoworld[:, 3], (dirs[..., 0].size, 3))
     colour, _ = shade(origins, dirs.reshape(-1, 3))
     return colour.reshape(dirs.shape).mean(0)
 
 
-def render_depth(camtoworld: np.ndarray, focal: float, width: int, height: int, factor: int) -> np.ndarray:
+def render_depth(camtoworld: np.ndarray, focal: float, width: int, height: int, factor: int,
+                 k1: float = 0.0) -> np.ndarray:
     """float32 [H / factor, W / factor] z-depth at the pixel centres of ``images_<factor>``."""
-    dirs, zs = _pixel_dirs(camtoworld, focal, width, height, factor, np.array([[0.5, 0.5]]))
+    dirs, zs = _pixel_dirs(camtoworld, focal, width, height, factor, np.array([[0.5, 0.5]]), k1)
     t, _ = cast(np.broadcast_to(camtoworld[:, 3], (dirs[..., 0].size, 3)), dirs.reshape(-1, 3))
     return (t * zs.reshape(-1)).reshape(zs.shape[1:]).astype(np.float32)
 
@@ -320,13 +333,14 @@ def surface_points(count: int, rng: np.random.Generator,
 
 
 def observations(points: np.ndarray, camtoworld: np.ndarray, focal: float, width: int,
-                 height: int) -> tuple[np.ndarray, np.ndarray]:
+                 height: int, k1: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Visible points of one camera: (indices [V], image coordinates [V, 2] at full size)."""
     centre = camtoworld[:, 3]
     cam = (points - centre) @ camtoworld[:, :3]
     z = cam[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        xy = focal * cam[:, :2] / z[:, None] + np.array([width / 2, height / 2])
+        uv = distort(cam[:, :2] / z[:, None], np.array([k1, 0.0, 0.0, 0.0]))
+        xy = focal * uv + np.array([width / 2, height / 2])
     inside = (z > 0.05) & (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
     offset = points - centre
     dist = np.linalg.norm(offset, axis=-1)
@@ -335,20 +349,27 @@ def observations(points: np.ndarray, camtoworld: np.ndarray, focal: float, width
     return np.nonzero(visible)[0], xy[visible]
 
 
-def write_model(path: Path, camtoworlds: np.ndarray, names: list[str], focal: float,
+def write_model(path: Path, camtoworlds: np.ndarray, names: list[str], lenses: Lenses,
                 width: int, height: int, points: np.ndarray, colours: np.ndarray) -> None:
-    """Writes ``path/{cameras,images,points3D}.bin`` (one PINHOLE camera) with pycolmap."""
+    """Writes ``path/{cameras,images,points3D}.bin`` with pycolmap: one PINHOLE camera
+    shared by every image, or (``lenses.per_image``) one camera per image, SIMPLE_RADIAL
+    if any image is distorted, else PINHOLE."""
     recon = pycolmap.Reconstruction()
-    camera = pycolmap.Camera(model="PINHOLE", width=width, height=height,
-                             params=[focal, focal, width / 2, height / 2], camera_id=1)
-    recon.add_camera_with_trivial_rig(camera)
+    model = "SIMPLE_RADIAL" if np.any(lenses.k1s) else "PINHOLE"
+    for camera_id in range(1, (len(names) if lenses.per_image else 1) + 1):
+        f, k1 = lenses.focals[camera_id - 1], lenses.k1s[camera_id - 1]
+        params = [f, width / 2, height / 2, k1] if model == "SIMPLE_RADIAL" else [f, f, width / 2, height / 2]
+        camera = pycolmap.Camera(model=model, width=width, height=height, params=params, camera_id=camera_id)
+        recon.add_camera_with_trivial_rig(camera)
     tracks: dict[int, list[tuple[int, int]]] = {}
     for image_id, (pose, name) in enumerate(zip(camtoworlds, names), start=1):
-        idx, xy = observations(points, pose, focal, width, height)
+        f, k1 = lenses.focals[image_id - 1], lenses.k1s[image_id - 1]
+        idx, xy = observations(points, pose, f, width, height, k1)
         rotation = pose[:, :3].T
         cam_from_world = pycolmap.Rigid3d(np.concatenate([rotation, -rotation @ pose[:, 3:]], 1))
         keypoints = pycolmap.Point2DList([pycolmap.Point2D(p) for p in xy])
-        image = pycolmap.Image(name=name, points2D=keypoints, camera_id=1, image_id=image_id)
+        camera_id = image_id if lenses.per_image else 1
+        image = pycolmap.Image(name=name, points2D=keypoints, camera_id=camera_id, image_id=image_id)
         recon.add_image_with_trivial_frame(image, cam_from_world)
         for point2d_idx, point_idx in enumerate(idx):
             tracks.setdefault(int(point_idx), []).append((image_id, point2d_idx))
@@ -366,21 +387,55 @@ def write_model(path: Path, camtoworlds: np.ndarray, names: list[str], focal: fl
 # --- the scene folder -----------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class Lenses:
+    """Each image's focal length [N] (full-resolution pixels) and radial distortion
+    ``k1`` [N]; ``per_image``: one COLMAP camera per image rather than one shared."""
+
+    focals: np.ndarray
+    k1s: np.ndarray
+    per_image: bool
+
+
+def draw_lenses(num_images: int, width: int, height: int, seed: int, focal_spread: float = 0.0,
+                max_k1: float = 0.0) -> Lenses:
+    """The lenses of a generated scene: focal 0.9 x the longer side, each image's scaled by
+    a factor uniform in ``1 +- focal_spread``, and ``k1`` uniform in ``[0, max_k1]`` (the
+    first image gets ``max_k1`` itself, so the largest distortion asked for is present).
+    With neither, one shared undistorted camera."""
+    focal = 0.9 * max(width, height)
+    if not focal_spread and not max_k1:
+        return Lenses(np.full(num_images, focal), np.zeros(num_images), per_image=False)
+    rng = np.random.default_rng([seed, 7])  # apart from the poses' stream: same poses either way
+    focals = focal * (1.0 + focal_spread * rng.uniform(-1.0, 1.0, num_images))
+    k1s = max_k1 * rng.uniform(0.0, 1.0, num_images)
+    k1s[0] = max_k1
+    return Lenses(focals, k1s, per_image=True)
+
+
 def make_scene(path: Path | str, num_images: int = 64, width: int = 640, height: int = 480,
                seed: int = 0, num_points: int = 2000, supersample: int = 1,
-               progress: bool = False) -> Path:
+               progress: bool = False, arc_degrees: float = 360.0, focal_spread: float = 0.0,
+               max_k1: float = 0.0) -> Path:
     """Renders the procedural scene into ``path`` (which must not exist yet, or be empty).
 
     Writes to a temporary sibling folder and renames it at the end. ``width`` and
-    ``height`` must be multiples of 8 so that every factor folder divides evenly.
+    ``height`` must be multiples of 8 so that every factor folder divides evenly (either
+    may be the larger: ``height > width`` gives portrait images). ``arc_degrees`` < 360
+    puts the cameras on that arc of the ring only (180: a half orbit); ``focal_spread``
+    and ``max_k1`` give every image its own camera (:func:`draw_lenses`).
     """
     path = Path(path)
     if width % 8 or height % 8 or width <= 0 or height <= 0:
         raise ValueError(f"width and height must be positive multiples of 8, got {width}x{height}")
     if num_images < 2:
         raise ValueError(f"need at least 2 images, got {num_images}")
-    focal = 0.9 * width
-    camtoworlds = ring_cameras(num_images, seed)
+    if not 0 < arc_degrees <= 360:
+        raise ValueError(f"arc_degrees must be in (0, 360], got {arc_degrees}")
+    if not 0 <= focal_spread < 0.5 or not 0 <= max_k1 <= 0.2:
+        raise ValueError(f"need 0 <= focal_spread < 0.5 and 0 <= max_k1 <= 0.2, got {focal_spread}, {max_k1}")
+    lenses = draw_lenses(num_images, width, height, seed, focal_spread, max_k1)
+    camtoworlds = ring_cameras(num_images, seed, arc_degrees)
     names = [f"frame_{i:04d}.JPG" for i in range(num_images)]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
@@ -390,20 +445,20 @@ def make_scene(path: Path | str, num_images: int = 64, width: int = 640, height:
         for factor in DEPTH_FACTORS:
             (tmp / f"depth_{factor}").mkdir()
 
-        def write_frame(frame: tuple[str, np.ndarray]) -> None:
-            name, pose = frame
-            full = render_image(pose, focal, width, height, supersample)
+        def write_frame(frame: tuple[str, np.ndarray, float, float]) -> None:
+            name, pose, focal, k1 = frame
+            full = render_image(pose, focal, width, height, supersample, k1)
             for factor in FACTORS:
                 pixels = full if factor == 1 else box_filter(full, factor)
                 Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(
                     tmp / folder_name(factor) / name, quality=95)
             for factor in DEPTH_FACTORS:
                 np.save(tmp / f"depth_{factor}" / f"{Path(name).stem}.npy",
-                        render_depth(pose, focal, width, height, factor))
+                        render_depth(pose, focal, width, height, factor, k1))
 
         # numpy and PIL release the GIL on large arrays, so threads use every core.
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            done = pool.map(write_frame, zip(names, camtoworlds))
+            done = pool.map(write_frame, zip(names, camtoworlds, lenses.focals, lenses.k1s))
             if progress:
                 from tqdm import tqdm
                 done = tqdm(done, total=num_images, desc="rendering", unit="image")
@@ -412,9 +467,9 @@ def make_scene(path: Path | str, num_images: int = 64, width: int = 640, height:
         rng = np.random.default_rng(seed + 1)
         points, ids = surface_points(num_points, rng)
         colours = _albedo(points, ids, WORLD)
-        write_model(tmp / "sparse" / "0", camtoworlds, names, focal, width, height, points,
+        write_model(tmp / "sparse" / "0", camtoworlds, names, lenses, width, height, points,
                     np.round(colours * 255).astype(np.uint8))
-        (tmp / "SOURCE.md").write_text(_readme(num_images, width, height, seed))
+        (tmp / "SOURCE.md").write_text(_readme(num_images, width, height, seed, arc_degrees, lenses))
         if path.exists():
             path.rmdir()  # only an empty folder may be replaced
         os.replace(tmp, path)
@@ -424,12 +479,18 @@ def make_scene(path: Path | str, num_images: int = 64, width: int = 640, height:
     return path
 
 
-def _readme(num_images: int, width: int, height: int, seed: int) -> str:
+def _readme(num_images: int, width: int, height: int, seed: int, arc_degrees: float, lenses: Lenses) -> str:
+    ring = "a ring" if arc_degrees >= 360 else f"a {arc_degrees:g} degree arc of a ring"
+    if lenses.per_image:
+        cameras = (f"One camera per image: focal {lenses.focals.min():.1f} to {lenses.focals.max():.1f} px, "
+                   f"k1 up to {lenses.k1s.max():g}. ")
+    else:
+        cameras = "One PINHOLE camera. "
     return (
         "# raynerf synthetic scene\n\n"
         f"Generated by `raynerf make-scene` (version {SCENE_VERSION}, seed {seed}): "
-        f"{num_images} images of {width}x{height} on a ring around textured objects, "
-        f"with a sky sphere of radius {SKY_RADIUS:g}. One PINHOLE camera. "
+        f"{num_images} images of {width}x{height} on {ring} around textured objects, "
+        f"with a sky sphere of radius {SKY_RADIUS:g}. {cameras}"
         "`depth_4/`, `depth_8/` hold ground-truth z-depth (`<stem>.npy`) (along the optical axis, "
         "COLMAP world units) at the pixel centres of `images_4/`, `images_8/`.\n"
     )

@@ -65,3 +65,17 @@ def test_surround_versus_forward_facing():
     assert poses.surrounds_scene(ring_cameras(20, 0))
     half_ring = ring_cameras(40, 0)[:12]  # cameras over a 108 degree arc only
     assert not poses.surrounds_scene(half_ring)
+
+
+def test_orbit_kinds_and_azimuth_gap():
+    """Evenly spaced cameras leave gaps of about 360 / N degrees; an arc leaves the rest."""
+    assert poses.largest_azimuth_gap(ring_cameras(36, 0)) == pytest.approx(10.0, abs=10 * 0.6 + 1)
+    assert poses.orbit_kind(ring_cameras(36, 0)) == "full orbit"
+    for arc, kind in ((240.0, "partial orbit"), (180.0, "partial orbit"), (30.0, "forward-facing")):
+        cams = ring_cameras(24, 1, arc_degrees=arc)
+        assert poses.orbit_kind(cams) == kind
+    # The arc's first and last cameras: their azimuths differ by the arc (+- jitter of 0.3 spacing).
+    cams = ring_cameras(11, 2, arc_degrees=180.0)
+    ends = cams[[0, -1], :2, 3]
+    span = np.degrees(np.arccos(ends[0] @ ends[1] / np.prod(np.linalg.norm(ends, axis=-1))))
+    assert span == pytest.approx(180.0, abs=2 * 0.3 * 18 + 1e-9)
