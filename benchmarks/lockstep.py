@@ -8,7 +8,8 @@ time is compared with the first worker's time in the same round.
 
     python benchmarks/lockstep.py --steps 20 --batch-size 1024 \\
         --turn-steps 3 --worker 'now=python benchmarks/step_worker.py --config tiny' \\
-        --worker 'flags=XLA_FLAGS=--xla_cpu_enable_fast_math=true python benchmarks/step_worker.py --config tiny'
+        --worker 'fast=XLA_FLAGS=--xla_cpu_enable_fast_math=true \\
+                  python benchmarks/step_worker.py --config tiny'
 
 On this host the first step after another program's turn (or after a pause) runs
 slower than the steps that follow it, by up to a second of extra CPU time, while a
@@ -49,8 +50,7 @@ def parse_worker(spec: str) -> tuple[str, str]:
 
 def start(name: str, command: str) -> subprocess.Popen:
     """Start a worker and wait for its ``ready`` line."""
-    proc = subprocess.Popen(["bash", "-c", command], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(["bash", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if line.strip() == "ready":
             return proc
@@ -93,10 +93,17 @@ def summarise(times: dict[str, list[float]], batch_size: int) -> list[dict]:
     for name, seconds in times.items():
         ratios = [a / b for a, b in zip(first, seconds)]
         median = statistics.median(seconds)
-        rows.append(dict(name=name, median_s=median, min_s=min(seconds),
-                         rays_per_sec=batch_size / median,
-                         speedup=statistics.median(ratios),
-                         speedup_min=min(ratios), speedup_max=max(ratios)))
+        rows.append(
+            dict(
+                name=name,
+                median_s=median,
+                min_s=min(seconds),
+                rays_per_sec=batch_size / median,
+                speedup=statistics.median(ratios),
+                speedup_min=min(ratios),
+                speedup_max=max(ratios),
+            )
+        )
     return rows
 
 
@@ -105,8 +112,9 @@ def main() -> None:
     parser.add_argument("--worker", action="append", required=True, metavar="NAME=COMMAND")
     parser.add_argument("--steps", type=int, default=20, help="rounds: turns per worker")
     parser.add_argument("--batch-size", type=int, default=1024, help="rays per step (for rays/s)")
-    parser.add_argument("--turn-steps", type=int, default=1,
-                        help="steps per turn; with more than one the first is dropped")
+    parser.add_argument(
+        "--turn-steps", type=int, default=1, help="steps per turn; with more than one the first is dropped"
+    )
     parser.add_argument("--pause", type=float, default=0.0, help="seconds of quiet before each step")
     parser.add_argument("--json", help="write every step time and the summary here")
     args = parser.parse_args()
@@ -134,13 +142,24 @@ def main() -> None:
             proc.wait()
     rows = summarise(times, args.batch_size)
     for row in rows:
-        print(f"{row['name']:>16s}  median {row['median_s'] * 1e3:9.1f} ms  "
-              f"{row['rays_per_sec']:9.1f} rays/s  min {row['min_s'] * 1e3:9.1f} ms  "
-              f"first/this {row['speedup']:.3f} ({row['speedup_min']:.2f}-{row['speedup_max']:.2f})")
+        print(
+            f"{row['name']:>16s}  median {row['median_s'] * 1e3:9.1f} ms  "
+            f"{row['rays_per_sec']:9.1f} rays/s  min {row['min_s'] * 1e3:9.1f} ms  "
+            f"first/this {row['speedup']:.3f} ({row['speedup_min']:.2f}-{row['speedup_max']:.2f})"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(summary=rows, turn_seconds=times, step_seconds=every,
-                           turn_steps=args.turn_steps, batch_size=args.batch_size), f, indent=1)
+            json.dump(
+                dict(
+                    summary=rows,
+                    turn_seconds=times,
+                    step_seconds=every,
+                    turn_steps=args.turn_steps,
+                    batch_size=args.batch_size,
+                ),
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -26,12 +26,16 @@ def main() -> None:
     parser.add_argument("--factor", type=int, default=8)
     parser.add_argument("--batch", type=int, action="append", help="global batch size (repeatable)")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--processes", type=int, default=1, help="simulated process count (shard size = batch / processes)")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="simulated process count (shard size = batch / processes)"
+    )
     args = parser.parse_args()
     scene = load_scene(args.scene_dir, args.factor)
     pixels, _ = load_pixels(scene, progress=True)
-    print(f"{args.scene_dir.name} factor {args.factor}: {len(scene.train_indices)} train images "
-          f"of {scene.widths.max()}x{scene.heights.max()}")
+    print(
+        f"{args.scene_dir.name} factor {args.factor}: {len(scene.train_indices)} train images "
+        f"of {scene.widths.max()}x{scene.heights.max()}"
+    )
     for batch in args.batch or [1024, 16384]:
         config = Config().replace({"train": {"batch_size": batch}})
         rate = measure_pipeline(scene, pixels, config, args.seconds, 0, args.processes)

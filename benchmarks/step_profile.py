@@ -24,11 +24,15 @@ import jax
 
 from raynerf.bench import synthetic_train_setup, time_steps
 from raynerf.config import load_config
-from raynerf.training.step import make_mesh
+from raynerf.mesh import make_mesh
 
-KINDS = (("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "dot", "ynn_fusion")),
-         ("sort", ("sort",)), ("reduce", ("reduce",)), ("concatenate", ("concatenate",)),
-         ("copy", ("memcpy", "memset", "copy")))
+KINDS = (
+    ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "dot", "ynn_fusion")),
+    ("sort", ("sort",)),
+    ("reduce", ("reduce",)),
+    ("concatenate", ("concatenate",)),
+    ("copy", ("memcpy", "memset", "copy")),
+)
 
 
 def kind(name: str) -> str:
@@ -41,14 +45,23 @@ def kind(name: str) -> str:
 
 def device_events(trace: dict) -> list[dict]:
     """Complete events of the GPU's streams, else of the host's XLA ops."""
-    names = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"]
-             if e.get("ph") == "M" and e.get("name") == "process_name"}
+    names = {
+        e["pid"]: e["args"]["name"]
+        for e in trace["traceEvents"]
+        if e.get("ph") == "M" and e.get("name") == "process_name"
+    }
     events = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
     gpu = [e for e in events if "GPU" in names.get(e["pid"], "")]
     if gpu:
         return gpu
-    return [e for e in events if ".py" not in e["name"] and "Thunk" not in e["name"]
-            and "Pjit" not in e["name"] and not e["name"].startswith("end:")]
+    return [
+        e
+        for e in events
+        if ".py" not in e["name"]
+        and "Thunk" not in e["name"]
+        and "Pjit" not in e["name"]
+        and not e["name"].startswith("end:")
+    ]
 
 
 def main() -> None:
@@ -80,8 +93,10 @@ def main() -> None:
     for e in events:
         by_name[e["name"]] += e.get("dur", 0) / 1e3 / args.steps  # ms per step
     total = sum(by_name.values())
-    print(f"{jax.devices()[0].device_kind}, {args.config}, batch {config.train.batch_size}: "
-          f"step {wall * 1e3:.1f} ms wall, {total:.1f} ms of kernels/ops per step")
+    print(
+        f"{jax.devices()[0].device_kind}, {args.config}, batch {config.train.batch_size}: "
+        f"step {wall * 1e3:.1f} ms wall, {total:.1f} ms of kernels/ops per step"
+    )
     by_kind: collections.Counter = collections.Counter()
     for name, ms in by_name.items():
         by_kind[kind(name)] += ms

@@ -20,7 +20,7 @@ def main() -> None:
 
     from raynerf.bench import synthetic_train_setup, time_steps
     from raynerf.config import load_config
-    from raynerf.training.step import make_mesh
+    from raynerf.mesh import make_mesh
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="tiny")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import resource
 import statistics
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,14 +19,12 @@ from jax.sharding import Mesh
 
 from raynerf.config import Config
 from raynerf.hostmem import release_free_memory
+from raynerf.mesh import batch_sharding, global_batch, make_mesh, micro_batches, replicated
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.model.rays import RAY_FIELDS
-from raynerf.render.frames import make_render_fn
+from raynerf.model.render_chunks import make_render_fn
 from raynerf.training.optim import make_optimizer
-from raynerf.training.step import (
-    check_batch_size, create_train_state, global_batch, jit_train_step, make_mesh, micro_batches,
-    replicated, batch_sharding,
-)
+from raynerf.training.step import check_batch_size, create_train_state, jit_train_step
 
 
 def synthetic_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -38,9 +36,15 @@ def synthetic_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
     directions = -origins + 0.3 * rng.normal(size=(batch_size, 3))
     viewdirs = directions / np.linalg.norm(directions, axis=-1, keepdims=True)
     ones = np.ones((batch_size, 1))
-    batch = dict(origins=origins, directions=directions, viewdirs=viewdirs,
-                 radii=ones * 1e-3, near=ones * 0.2, far=ones * 1e6,
-                 rgb=rng.uniform(size=(batch_size, 3)))
+    batch = dict(
+        origins=origins,
+        directions=directions,
+        viewdirs=viewdirs,
+        radii=ones * 1e-3,
+        near=ones * 0.2,
+        far=ones * 1e6,
+        rgb=rng.uniform(size=(batch_size, 3)),
+    )
     return {k: v.astype(np.float32) for k, v in batch.items()}
 
 
@@ -53,7 +57,7 @@ def _time(fn: Callable[[], object], repeats: int) -> list[float]:
     return times
 
 
-def matmul_peak_meter(mesh, dtype: str = "float32", size: Optional[int] = None) -> Callable[[int], float]:
+def matmul_peak_meter(mesh, dtype: str = "float32", size: int | None = None) -> Callable[[int], float]:
     """A measurement of the FLOP/s of a large ``dtype`` matmul (float32 accumulation) on
     every device of ``mesh`` at once, on random operands (zeros or ones can run faster
     than real data): ``meter(repeats)`` gives the best of ``repeats`` timed calls. The
@@ -62,8 +66,9 @@ def matmul_peak_meter(mesh, dtype: str = "float32", size: Optional[int] = None) 
     devices = mesh.devices.size
     size = size or (2048 if jax.default_backend() == "cpu" else 8192)
     sharding = batch_sharding(mesh)
-    matmul = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32),
-                     out_shardings=sharding)
+    matmul = jax.jit(
+        lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32), out_shardings=sharding
+    )
 
     def meter(repeats: int = 10) -> float:
         key_a, key_b = jax.random.split(jax.random.key(0))
@@ -114,9 +119,11 @@ def _memory_plan(compiled) -> dict:
         return {}
     if analysis is None:
         return {}
-    return {"xla_temp_bytes": int(analysis.temp_size_in_bytes),
-            "xla_argument_bytes": int(analysis.argument_size_in_bytes),
-            "xla_output_bytes": int(analysis.output_size_in_bytes)}
+    return {
+        "xla_temp_bytes": int(analysis.temp_size_in_bytes),
+        "xla_argument_bytes": int(analysis.argument_size_in_bytes),
+        "xla_output_bytes": int(analysis.output_size_in_bytes),
+    }
 
 
 def synthetic_train_setup(config: Config, mesh) -> tuple:
@@ -130,9 +137,9 @@ def synthetic_train_setup(config: Config, mesh) -> tuple:
     return model, tx, state, batch, jit_train_step(config, model, tx, mesh, state)
 
 
-def time_steps(compiled, state, batch, steps: int,
-               before_each: Optional[Callable[[], object]] = None,
-               warmup: int = 1) -> tuple[object, list[float]]:
+def time_steps(
+    compiled, state, batch, steps: int, before_each: Callable[[], object] | None = None, warmup: int = 1
+) -> tuple[object, list[float]]:
     """``warmup`` untimed steps, then ``steps`` timed ones (device-synchronised), each
     preceded by an untimed ``before_each()``: ``(state, seconds per step)``."""
     times = []
@@ -148,8 +155,7 @@ def time_steps(compiled, state, batch, steps: int,
     return state, times
 
 
-def bench_train(config: Config, mesh, steps: int = 5,
-                peak: Optional[Callable[[], float]] = None) -> dict:
+def bench_train(config: Config, mesh, steps: int = 5, peak: Callable[[], float] | None = None) -> dict:
     """Train-step throughput after compilation (median of ``steps`` timed steps).
 
     With ``peak`` (a matmul peak measurement, FLOP/s) the peak is measured again right
@@ -186,14 +192,21 @@ def bench_train(config: Config, mesh, steps: int = 5,
     if steps == 0:  # compile only: FLOPs and XLA's memory plan
         return result
     peaks: list[float] = []
-    _, times = time_steps(compiled, state, batch, steps,
-                          (lambda: peaks.append(peak())) if peak is not None else None)
+    _, times = time_steps(
+        compiled, state, batch, steps, (lambda: peaks.append(peak())) if peak is not None else None
+    )
     seconds = statistics.median(times)
-    result = dict(result, steps_per_sec=1.0 / seconds, rays_per_sec=batch_size / seconds,
-                  step_seconds=times, flops_per_sec=flops / seconds)
+    result = dict(
+        result,
+        steps_per_sec=1.0 / seconds,
+        rays_per_sec=batch_size / seconds,
+        step_seconds=times,
+        flops_per_sec=flops / seconds,
+    )
     if peaks:
-        result.update(step_peak_flops=peaks, mfu=statistics.median(
-            flops / (t * p) for t, p in zip(times, peaks)))
+        result.update(
+            step_peak_flops=peaks, mfu=statistics.median(flops / (t * p) for t, p in zip(times, peaks))
+        )
     return result
 
 
@@ -212,12 +225,16 @@ def bench_render(config: Config, mesh, chunk: int, repeats: int = 3) -> dict:
     compile_s = time.perf_counter() - start
     # A loop's body is counted once, so with passes count the chunk's FLOPs as one pass.
     one_pass = lambda m: make_render_fn(model, m, passes=1)
-    single = lowered if micro_batches(0, chunk, mesh) == 1 else one_pass(mesh).lower(params, arrays)
+    single = lowered if micro_batches("auto", chunk, mesh) == 1 else one_pass(mesh).lower(params, arrays)
     flops = count_flops(single, one_pass, params, arrays)
     jax.block_until_ready(compiled(params, arrays))
     seconds = statistics.median(_time(lambda: compiled(params, arrays), repeats))
-    return {"chunk_size": chunk, "rays_per_sec": chunk / seconds, "compile_seconds": compile_s,
-            "flops_per_ray": flops / chunk}
+    return {
+        "chunk_size": chunk,
+        "rays_per_sec": chunk / seconds,
+        "compile_seconds": compile_s,
+        "flops_per_ray": flops / chunk,
+    }
 
 
 def bench_pipeline(config: Config, seconds: float = 3.0) -> dict:
@@ -242,8 +259,12 @@ def peak_memory_bytes() -> dict:
     return out
 
 
-def run(config: Config, train_steps: int = 5, render_chunk: int = 4096,
-        parts: tuple[str, ...] = ("train", "render", "pipeline")) -> dict:
+def run(
+    config: Config,
+    train_steps: int = 5,
+    render_chunk: int = 4096,
+    parts: tuple[str, ...] = ("train", "render", "pipeline"),
+) -> dict:
     mesh = make_mesh()
     result: dict = {
         "device_kind": jax.devices()[0].device_kind,

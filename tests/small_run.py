@@ -31,7 +31,7 @@ SMALL = (
     "train.batch_size=64",
     "train.log_every=2",
     "train.render_every=0",
-    "eval.lpips_net=\"none\"",
+    'eval.lpips_net="none"',
     "eval.chunk_size=512",
     "render.chunk_size=512",
 )
@@ -65,8 +65,16 @@ def small_config(cache_dir: Path, *extra: str, steps: int = STEPS) -> Config:
 def cli_args(scene: Path, workdir: Path, cache_dir: Path, *extra: str, steps: int = STEPS) -> list[str]:
     """Arguments of ``raynerf train``/``eval`` for the small run."""
     sets = SMALL + (f'data.cache_dir="{cache_dir}"',) + extra
-    args = ["--scene", scene.name, "--data-dir", str(scene.parent), "--config", "tiny",
-            "--workdir", str(workdir)]
+    args = [
+        "--scene",
+        scene.name,
+        "--data-dir",
+        str(scene.parent),
+        "--config",
+        "tiny",
+        "--workdir",
+        str(workdir),
+    ]
     for item in sets:
         args += ["--set", item]
     return args + (["--steps", str(steps)] if steps else [])
@@ -80,14 +88,23 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     """``raynerf ARGS`` in a fresh Python process."""
-    return subprocess.run([sys.executable, "-c", "from raynerf.cli import main; main()", *args],
-                          capture_output=True, text=True, env=env or cli_env(), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", "from raynerf.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env or cli_env(),
+        timeout=timeout,
+    )
 
 
 def popen_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "from raynerf.cli import main; main()", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env or cli_env())
+    return subprocess.Popen(
+        [sys.executable, "-c", "from raynerf.cli import main; main()", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env or cli_env(),
+    )
 
 
 @pytest.fixture(scope="module")

@@ -4,25 +4,26 @@ import json
 import statistics
 
 import pytest
-
 from click.testing import CliRunner
+from small_run import SMALL
 
 from raynerf.cli import main
-from small_run import SMALL
 
 
 def _bench(tmp_path, *args):
     out = tmp_path / "bench.json"
     sets = [a for s in SMALL if s.startswith("model.") for a in ("--set", s)]
-    result = CliRunner().invoke(main, ["bench", "--config", "tiny", *sets, "--batch-size", "64",
-                                       "--json", str(out), *args])
+    result = CliRunner().invoke(
+        main, ["bench", "--config", "tiny", *sets, "--batch-size", "64", "--json", str(out), *args]
+    )
     assert result.exit_code == 0, result.output
     return json.loads(out.read_text()), result.output
 
 
 def test_bench_reports_throughput_flops_mfu_and_memory(tmp_path):
-    r, output = _bench(tmp_path, "--steps", "2", "--only", "train", "--only", "render",
-                       "--render-chunk", "256")
+    r, output = _bench(
+        tmp_path, "--steps", "2", "--only", "train", "--only", "render", "--render-chunk", "256"
+    )
     t = r["train"]
     assert r["device_count"] == 1 and r["backend"] == "cpu" and r["device_kind"]
     assert t["rays_per_sec"] == pytest.approx(64 / statistics.median(t["step_seconds"]))
@@ -31,8 +32,11 @@ def test_bench_reports_throughput_flops_mfu_and_memory(tmp_path):
     # The peak is measured beside every timed step; MFU pairs each step with its own.
     assert len(t["step_peak_flops"]) == len(t["step_seconds"]) == 2
     assert r["matmul_peak_flops"] == pytest.approx(statistics.median(t["step_peak_flops"]))
-    assert t["mfu"] == pytest.approx(statistics.median(
-        t["flops_per_step"] / (s * p) for s, p in zip(t["step_seconds"], t["step_peak_flops"])))
+    assert t["mfu"] == pytest.approx(
+        statistics.median(
+            t["flops_per_step"] / (s * p) for s, p in zip(t["step_seconds"], t["step_peak_flops"])
+        )
+    )
     assert 0 < t["mfu"] < 1.5 and r["matmul_peak_flops"] > 1e8
     assert t["xla_temp_bytes"] > 0 and r["peak_memory_bytes"] > t["xla_temp_bytes"]
     # A training ray costs the forward pass, the MLPs' backward (about twice their
@@ -47,6 +51,7 @@ def test_micro_batches_shrink_the_memory_plan(tmp_path):
     """Compile-only runs: 4 micro-batches keep the FLOPs (one pass over the batch) and
     plan far fewer temporary bytes than one pass over the whole batch; the CPU's own
     choice (the default) is 32 passes of 32 rays, with a smaller plan still."""
+
     def plan(*overrides):
         args = ["--steps", "0", "--only", "train", "--batch-size", "1024"]
         return _bench(tmp_path, *args, *[a for o in overrides for a in ("--set", o)])
@@ -69,9 +74,10 @@ def test_flops_counted_on_a_cpu_lowering_match_the_direct_count():
     count of the devices' own lowering of the same step."""
     from raynerf import bench
     from raynerf.config import load_config
+    from raynerf.mesh import global_batch, make_mesh
     from raynerf.model.mipnerf360 import MipNerf360
     from raynerf.training.optim import make_optimizer
-    from raynerf.training.step import create_train_state, global_batch, jit_train_step, make_mesh
+    from raynerf.training.step import create_train_state, jit_train_step
 
     config = load_config("tiny", list(SMALL) + ["train.batch_size=64"])
     mesh = make_mesh()
@@ -97,14 +103,25 @@ def _load_step_profile():
 
 def test_step_profile_sums_the_gpu_streams_else_the_host_ops():
     profile = _load_step_profile()
-    meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
-            {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/host:CPU"}}]
+    meta = [
+        {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/host:CPU"}},
+    ]
     gpu = {"ph": "X", "pid": 1, "name": "nvjet_sm90_tst_128x160", "dur": 5}
     host_op = {"ph": "X", "pid": 2, "name": "ynn_fusion.3", "dur": 7}
-    host_frames = [{"ph": "X", "pid": 2, "name": n, "dur": 9}
-                   for n in ("$api.py:120 __call__", "ThunkExecutor::Execute", "end: ynn_fusion.3")]
+    host_frames = [
+        {"ph": "X", "pid": 2, "name": n, "dur": 9}
+        for n in ("$api.py:120 __call__", "ThunkExecutor::Execute", "end: ynn_fusion.3")
+    ]
     assert profile.device_events({"traceEvents": meta + [gpu, host_op] + host_frames}) == [gpu]
     assert profile.device_events({"traceEvents": meta[1:] + [host_op] + host_frames}) == [host_op]
-    assert [profile.kind(n) for n in ("gemm_fusion_dot_67", "ynn_fusion.3", "sort.7",
-                                      "input_reduce_select_fusion_8", "loop_add_fusion")] == \
-        ["matmul", "matmul", "sort", "reduce", "other"]
+    assert [
+        profile.kind(n)
+        for n in (
+            "gemm_fusion_dot_67",
+            "ynn_fusion.3",
+            "sort.7",
+            "input_reduce_select_fusion_8",
+            "loop_add_fusion",
+        )
+    ] == ["matmul", "matmul", "sort", "reduce", "other"]

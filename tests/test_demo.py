@@ -3,15 +3,13 @@ run finishes, evaluates and says where everything is."""
 
 import json
 import time
-from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
+from small_run import SCENE, SMALL, STEPS
 
 from raynerf.cli import main
 from raynerf.cli.demo_cmd import time_budget
 from raynerf.data.synthetic import SCENE_VERSION, make_scene
-from small_run import SCENE, SMALL, STEPS
 
 
 def test_time_budget_counts_from_the_first_step():
@@ -33,7 +31,9 @@ def test_demo_stops_on_its_budget_then_resumes_and_finishes(tmp_path, monkeypatc
     monkeypatch.setenv("RAYNERF_CACHE", str(cache))
     workdir = tmp_path / "demo"
     # The tests' shared schedule (512-step warm-up) keeps the compiled step in the cache.
-    sets = [arg for item in SMALL + ("train.lr_delay_steps=512", "render.frames=4") for arg in ("--set", item)]
+    sets = [
+        arg for item in SMALL + ("train.lr_delay_steps=512", "render.frames=4") for arg in ("--set", item)
+    ]
     args = ["demo", "--workdir", str(workdir), "--steps", str(STEPS), *sets]
     runner = CliRunner()
 

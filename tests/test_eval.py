@@ -9,13 +9,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 from skimage.metrics import structural_similarity
+from small_run import cache, cli_args, scene  # noqa: F401 (fixtures)
 
 from raynerf.cli import main
 from raynerf.data import synthetic
 from raynerf.data.poses import transform_points
 from raynerf.data.scene import image_rays, load_scene
 from raynerf.eval.evaluate import depth_abs_error, strict_json
-from small_run import cli_args, cache, scene  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +68,34 @@ def test_eval_images_and_scores_match_an_independent_computation(scene, evaluate
         # up to the rounding (which is far smaller than an untrained model's error).
         mse = np.mean((colour - truth) ** 2)
         assert -10 * np.log10(mse) == pytest.approx(record["psnr"], abs=0.05)
-        reference = structural_similarity(colour, truth, channel_axis=-1, data_range=1.0,
-                                          gaussian_weights=True, sigma=1.5,
-                                          use_sample_covariance=False)
+        reference = structural_similarity(
+            colour,
+            truth,
+            channel_axis=-1,
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
         assert reference == pytest.approx(record["ssim"], abs=0.01)
 
 
 def test_strict_json_replaces_non_finite_values():
-    value = {"psnr": math.inf, "images": [{"psnr": math.inf, "ssim": 1.0}], "x": np.float32("nan"),
-             "name": "a", "step": 3}
+    value = {
+        "psnr": math.inf,
+        "images": [{"psnr": math.inf, "ssim": 1.0}],
+        "x": np.float32("nan"),
+        "name": "a",
+        "step": 3,
+    }
     text = json.dumps(strict_json(value), allow_nan=False)
     assert json.loads(text, parse_constant=_no_constants) == {
-        "psnr": None, "images": [{"psnr": None, "ssim": 1.0}], "x": None, "name": "a", "step": 3}
+        "psnr": None,
+        "images": [{"psnr": None, "ssim": 1.0}],
+        "x": None,
+        "name": "a",
+        "step": 3,
+    }
 
 
 def test_depth_error_of_exact_geometry_is_zero(scene):

@@ -43,7 +43,13 @@ def test_ssim_matches_scikit_image(pair):
 
     img, ref = _pairs()[pair]
     expected = structural_similarity(
-        img, ref, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=-1
+        img,
+        ref,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1.0,
+        channel_axis=-1,
     )
     assert metrics.ssim(img, ref) == pytest.approx(expected, abs=1e-4)
 

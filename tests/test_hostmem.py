@@ -46,17 +46,22 @@ def test_release_free_memory_returns_freed_heap_pages():
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's tunables")
-@pytest.mark.parametrize("before, no_reexec, expected", [
-    (None, False, MALLOC_TUNABLES),  # re-executed with the tunables
-    ("glibc.pthread.rseq=0", False, "glibc.pthread.rseq=0:" + MALLOC_TUNABLES),  # others kept
-    ("glibc.malloc.arena_max=2", False, "not re-executed"),  # the user's malloc settings win
-    (None, True, "not re-executed"),
-])
+@pytest.mark.parametrize(
+    "before, no_reexec, expected",
+    [
+        (None, False, MALLOC_TUNABLES),  # re-executed with the tunables
+        ("glibc.pthread.rseq=0", False, "glibc.pthread.rseq=0:" + MALLOC_TUNABLES),  # others kept
+        ("glibc.malloc.arena_max=2", False, "not re-executed"),  # the user's malloc settings win
+        (None, True, "not re-executed"),
+    ],
+)
 def test_reexec_with_malloc_tunables(before, no_reexec, expected):
     # The child asks to re-execute as `python -c SHOW`; if it returns instead, it says so.
     show = "import os; print(os.environ.get('GLIBC_TUNABLES'))"
-    child = (f"from raynerf.hostmem import reexec_with_malloc_tunables; "
-             f"reexec_with_malloc_tunables(['-c', {show!r}]); print('not re-executed')")
+    child = (
+        f"from raynerf.hostmem import reexec_with_malloc_tunables; "
+        f"reexec_with_malloc_tunables(['-c', {show!r}]); print('not re-executed')"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RAYNERF_NO_REEXEC")}
     env.update({"GLIBC_TUNABLES": before} if before else {})
     env.update({"RAYNERF_NO_REEXEC": "1"} if no_reexec else {})

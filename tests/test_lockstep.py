@@ -31,8 +31,20 @@ def fake(tmp_path, name: str, seconds: str) -> str:
 
 def run(tmp_path, *workers: str, steps=4, turn_steps=1):
     """Runs lockstep.py with ``--worker`` specs: (process, the order steps were taken in)."""
-    args = [sys.executable, str(LOCKSTEP), "--steps", str(steps), "--pause", "0",
-            "--batch-size", "1000", "--turn-steps", str(turn_steps), "--json", str(tmp_path / "out.json")]
+    args = [
+        sys.executable,
+        str(LOCKSTEP),
+        "--steps",
+        str(steps),
+        "--pause",
+        "0",
+        "--batch-size",
+        "1000",
+        "--turn-steps",
+        str(turn_steps),
+        "--json",
+        str(tmp_path / "out.json"),
+    ]
     for spec in workers:
         args += ["--worker", spec]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
@@ -42,8 +54,13 @@ def run(tmp_path, *workers: str, steps=4, turn_steps=1):
 
 def test_paired_ratios_and_turn_order(tmp_path):
     # a's steps alternate 1 s and 2 s; b is steady at 0.5 s; c tracks a at half its time.
-    proc, order = run(tmp_path, fake(tmp_path, "a", "1 2"), fake(tmp_path, "b", "0.5"),
-                      fake(tmp_path, "c", "0.5 1"), steps=4)
+    proc, order = run(
+        tmp_path,
+        fake(tmp_path, "a", "1 2"),
+        fake(tmp_path, "b", "0.5"),
+        fake(tmp_path, "c", "0.5 1"),
+        steps=4,
+    )
     assert proc.returncode == 0, proc.stderr
     # Forward, reverse, forward, reverse: nobody always follows the same worker.
     assert order == ["a", "b", "c", "c", "b", "a", "a", "b", "c", "c", "b", "a"]
@@ -60,8 +77,9 @@ def test_paired_ratios_and_turn_order(tmp_path):
 
 def test_turns_of_several_steps_drop_the_first(tmp_path):
     # Each turn of 3 steps: a slow first step, then two that differ.
-    proc, order = run(tmp_path, fake(tmp_path, "a", "9 2 4"), fake(tmp_path, "b", "5 1 1"),
-                      steps=2, turn_steps=3)
+    proc, order = run(
+        tmp_path, fake(tmp_path, "a", "9 2 4"), fake(tmp_path, "b", "5 1 1"), steps=2, turn_steps=3
+    )
     assert proc.returncode == 0, proc.stderr
     assert order == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
     result = json.loads((tmp_path / "out.json").read_text())

@@ -44,7 +44,9 @@ def _rig(n=24, a=2.0, b=1.2, height=0.4, dz=0.1, arc=2 * np.pi, tilt=True):
 
 def _assert_rotations(poses):
     r = poses[:, :, :3]
-    np.testing.assert_allclose(np.einsum("nji,njk->nik", r, r), np.broadcast_to(np.eye(3), r.shape), atol=1e-9)
+    np.testing.assert_allclose(
+        np.einsum("nji,njk->nik", r, r), np.broadcast_to(np.eye(3), r.shape), atol=1e-9
+    )
     np.testing.assert_allclose(np.linalg.det(r), 1.0, atol=1e-9)
 
 
@@ -141,7 +143,9 @@ def test_catmull_rom_passes_through_points():
     for closed in (False, True):
         np.testing.assert_allclose(paths.catmull_rom(points, np.arange(5.0), closed), points, atol=1e-12)
     # Closed: the curve comes back to the first point at u = K.
-    np.testing.assert_allclose(paths.catmull_rom(points, np.array([5.0 - 1e-12]), True)[0], points[0], atol=1e-9)
+    np.testing.assert_allclose(
+        paths.catmull_rom(points, np.array([5.0 - 1e-12]), True)[0], points[0], atol=1e-9
+    )
     # Between two points the curve is C1: left and right derivatives agree at a knot.
     eps = 1e-6
     left, mid, right = paths.catmull_rom(points, np.array([2 - eps, 2.0, 2 + eps]), False)
@@ -181,7 +185,10 @@ def test_json_round_trip_exact(tmp_path):
     file = tmp_path / "out" / "path.json"
     paths.save_path_json(file, path, INTRINSICS)
     document = json.loads(file.read_text())
-    assert document["version"] == 1 and document["convention"] == "opencv camera-to-world, normalised scene frame"
+    assert (
+        document["version"] == 1
+        and document["convention"] == "opencv camera-to-world, normalised scene frame"
+    )
     assert len(document["frames"]) == 7
     loaded, intrinsics = paths.load_path_json(file)
     assert np.array_equal(loaded, path) and loaded.dtype == np.float64

@@ -22,6 +22,7 @@ COMMANDS = {
     "render": "raynerf.cli.render_cmd:render",
     "demo": "raynerf.cli.demo_cmd:demo",
     "bench": "raynerf.cli.bench_cmd:bench",
+    "plan": "raynerf.cli.plan_cmd:plan",
 }
 
 
@@ -29,7 +30,7 @@ class RaynerfGroup(click.Group):
     """Lazily loaded commands; user errors become one ``Error:`` line."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name in COMMANDS if self._load(name) is not None]
+        return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         return self._load(name)
@@ -40,13 +41,7 @@ class RaynerfGroup(click.Group):
         if target is None:
             return None
         module_name, attr = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # the command is not written yet
-                return None
-            raise
-        return getattr(module, attr)
+        return getattr(importlib.import_module(module_name), attr)
 
     def invoke(self, ctx: click.Context):
         try:

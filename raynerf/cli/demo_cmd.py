@@ -14,11 +14,18 @@ from pathlib import Path
 
 import click
 
+from raynerf.cli.eval_cmd import summary_line
+from raynerf.cli.options import build_config
+from raynerf.cli.render_cmd import render
+from raynerf.data.cache import default_cache_dir
+from raynerf.data.synthetic import default_scene
+from raynerf.eval.evaluate import evaluate
+from raynerf.training.loop import train
+
 # The tiny config, with the warm-up shortened for a run of a few hundred steps (the
 # paper's 512-step warm-up would keep the learning rate low for all of it).
 DEMO_SETTINGS = ("train.lr_delay_steps=50",)
-# The tiny step on a 2-core CPU runs at about 1,000-1,600 rays/s (1024 rays a step;
-# 150-600 before the speed work), so five minutes is 300-470 steps; the schedule spans
+# Five minutes of the tiny step on a small CPU is a few hundred steps; the schedule spans
 # 500 so that a faster machine (or a second run) goes on learning at a useful rate.
 DEFAULT_STEPS = 500
 DEFAULT_MINUTES = 5.0
@@ -42,40 +49,50 @@ def time_budget(minutes: float):
 
 
 def render_video(scene: Path, workdir: Path) -> str:
-    """Runs ``raynerf render`` on the demo run if that command exists; a line saying
-    where the videos went, or why there are none."""
-    try:
-        from raynerf.cli.render_cmd import render
-    except ModuleNotFoundError as exc:
-        if exc.name != "raynerf.cli.render_cmd":
-            raise
-        return "not rendered: this version has no `raynerf render` yet"
-    render.main(["--scene", scene.name, "--data-dir", str(scene.parent), "--workdir", str(workdir)],
-                standalone_mode=False)
+    """Runs ``raynerf render`` on the demo run; a line saying where the videos went."""
+    render.main(
+        ["--scene", scene.name, "--data-dir", str(scene.parent), "--workdir", str(workdir)],
+        standalone_mode=False,
+    )
     videos = sorted((workdir / "render").glob("*.mp4"))
     return ", ".join(str(v) for v in videos) if videos else f"none found in {workdir / 'render'}"
 
 
 @click.command()
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
-              show_default=True, help="Output folder; running the demo again resumes from it.")
-@click.option("--steps", type=int, default=DEFAULT_STEPS, show_default=True,
-              help="Length of the training schedule.")
-@click.option("--minutes", type=float, default=DEFAULT_MINUTES, show_default=True,
-              help="Stop training (with a checkpoint) after this many minutes of steps "
-              "(start-up and compiling not counted); 0: no limit.")
-@click.option("--render/--no-render", default=True, show_default=True,
-              help="Render a path video after evaluating.")
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override one value of the tiny config; repeatable.")
-def demo(workdir: Path, steps: int, minutes: float, render: bool, overrides: tuple[str, ...]) -> None:
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/demo"),
+    show_default=True,
+    help="Output folder; running the demo again resumes from it.",
+)
+@click.option(
+    "--steps", type=int, default=DEFAULT_STEPS, show_default=True, help="Length of the training schedule."
+)
+@click.option(
+    "--minutes",
+    type=float,
+    default=DEFAULT_MINUTES,
+    show_default=True,
+    help="Stop training (with a checkpoint) after this many minutes of steps "
+    "(start-up and compiling not counted); 0: no limit.",
+)
+@click.option(
+    "--render/--no-render",
+    "with_render",
+    default=True,
+    show_default=True,
+    help="Render a path video after evaluating.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override one value of the tiny config; repeatable.",
+)
+def demo(workdir: Path, steps: int, minutes: float, with_render: bool, overrides: tuple[str, ...]) -> None:
     """Train the tiny config on the built-in scene, evaluate it and render a video."""
-    from raynerf.cli.eval_cmd import summary_line
-    from raynerf.cli.options import build_config
-    from raynerf.data.cache import default_cache_dir
-    from raynerf.data.synthetic import default_scene
-    from raynerf.eval.evaluate import evaluate
-    from raynerf.training.loop import train
 
     config = build_config("tiny", DEMO_SETTINGS + overrides, steps)
     cache_root = default_cache_dir(config.data.cache_dir)
@@ -88,12 +105,16 @@ def demo(workdir: Path, steps: int, minutes: float, render: bool, overrides: tup
         click.echo(f"stopped at step {result.step} of {steps}: run `raynerf demo` again to go on")
     summary = evaluate(config, scene, workdir)
     click.echo(summary_line(summary))
-    videos = render_video(scene, workdir) if render else "not rendered (--no-render)"
-    click.echo("\n".join([
-        "demo done:",
-        f"  scene        {scene}",
-        f"  run          {workdir} (config.toml, metrics.jsonl, checkpoints/)",
-        f"  tensorboard  tensorboard --logdir {workdir / 'tensorboard'}",
-        f"  evaluation   {workdir / 'eval' / 'metrics.json'} and PNGs in {workdir / 'eval'}",
-        f"  videos       {videos}",
-    ]))
+    videos = render_video(scene, workdir) if with_render else "not rendered (--no-render)"
+    click.echo(
+        "\n".join(
+            [
+                "demo done:",
+                f"  scene        {scene}",
+                f"  run          {workdir} (config.toml, metrics.jsonl, checkpoints/)",
+                f"  tensorboard  tensorboard --logdir {workdir / 'tensorboard'}",
+                f"  evaluation   {workdir / 'eval' / 'metrics.json'} and PNGs in {workdir / 'eval'}",
+                f"  videos       {videos}",
+            ]
+        )
+    )

@@ -12,10 +12,15 @@ from raynerf.cli.options import build_config, config_options, default_workdir, s
 @click.command("eval")
 @scene_options
 @config_options
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The training run's folder [default: runs/<scene>].")
-def eval_(scene: str, data_dir: Path, config_name: str | None, overrides: tuple[str, ...],
-          workdir: Path | None) -> None:
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The training run's folder [default: runs/<scene>].",
+)
+def eval_(
+    scene: str, data_dir: Path, config_name: str | None, overrides: tuple[str, ...], workdir: Path | None
+) -> None:
     """Render every test view of DATA_DIR/SCENE; write PSNR/SSIM to WORKDIR/eval/metrics.json."""
     from raynerf.eval.evaluate import evaluate
 
@@ -28,8 +33,10 @@ def eval_(scene: str, data_dir: Path, config_name: str | None, overrides: tuple[
 def summary_line(summary: dict) -> str:
     """One line of the scores in an eval summary (None, i.e. infinite PSNR, as 'inf')."""
     number = lambda value, spec: "inf" if value is None else format(value, spec)
-    line = (f"{summary['scene']} step {summary['step']}: PSNR {number(summary['psnr'], '.2f')} dB, "
-            f"SSIM {summary['ssim']:.4f}")
+    line = (
+        f"{summary['scene']} step {summary['step']}: PSNR {number(summary['psnr'], '.2f')} dB, "
+        f"SSIM {summary['ssim']:.4f}"
+    )
     if summary.get("lpips") is not None:
         line += f", LPIPS({summary['lpips_net']}) {summary['lpips']:.4f}"
     if summary.get("depth_median_abs_error") is not None:

@@ -42,8 +42,9 @@ def config_options(func):
     return func
 
 
-def build_config(config_name: str | None, overrides: tuple[str, ...], steps: int | None = None,
-                 workdir: Path | None = None) -> Config:
+def build_config(
+    config_name: str | None, overrides: tuple[str, ...], steps: int | None = None, workdir: Path | None = None
+) -> Config:
     """The config named (default ``360``), or the workdir's saved ``config.toml`` when none
     is named and ``workdir`` is given, with overrides and ``--steps`` applied."""
     if config_name is None:
@@ -60,9 +61,7 @@ def build_config(config_name: str | None, overrides: tuple[str, ...], steps: int
 def scene_dir(data_dir: Path, scene: str) -> Path:
     """``DATA_DIR/SCENE``, with a clear error when either is missing."""
     if not data_dir.is_dir():
-        raise RaynerfError(
-            f"data dir {data_dir} does not exist (pass --data-dir, or unzip 360_v2.zip there)"
-        )
+        raise RaynerfError(f"data dir {data_dir} does not exist (pass --data-dir, or unzip 360_v2.zip there)")
     path = data_dir / scene
     if not path.is_dir():
         present = sorted(p.name for p in data_dir.iterdir() if p.is_dir())

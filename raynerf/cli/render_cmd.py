@@ -13,32 +13,79 @@ from raynerf.cli.options import build_config, config_options, default_workdir, s
 @click.command("render")
 @scene_options
 @config_options
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The training run's folder [default: runs/<scene>].")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The training run's folder [default: runs/<scene>].",
+)
 @click.option("--frames", type=int, default=None, help="Frames in the path [default: render.frames, 50].")
 @click.option("--fps", type=float, default=None, help="Video frame rate [default: render.fps, 5].")
-@click.option("--workers", type=int, default=None,
-              help="Render workers [default: one per TPU host, per GPU, or per CPU node].")
-@click.option("--factor", type=int, default=None,
-              help="Render at the test camera's size for images_<factor> [default: the run's factor].")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Render workers [default: one per TPU host, per GPU, or per CPU node].",
+)
+@click.option(
+    "--factor",
+    type=int,
+    default=None,
+    help="Render at the test camera's size for images_<factor> [default: the run's factor].",
+)
 @click.option("--resolution", default=None, metavar="WxH", help="Render at this size instead of --factor.")
-@click.option("--focal", type=float, default=None,
-              help="Focal length in pixels with --resolution [default: the test camera's field of view].")
-@click.option("--keyframes", multiple=True, metavar="NAME",
-              help="A spline path through these images (repeat, or separate with commas).")
-@click.option("--path-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Render the camera path in this JSON file (see raynerf.render.paths).")
-@click.option("--export-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the path (poses and intrinsics) to this JSON file.")
-@click.option("--z-variation", type=float, default=None, help="Ellipse height wave, a fraction of the cameras' spread.")
+@click.option(
+    "--focal",
+    type=float,
+    default=None,
+    help="Focal length in pixels with --resolution [default: the test camera's field of view].",
+)
+@click.option(
+    "--keyframes",
+    multiple=True,
+    metavar="NAME",
+    help="A spline path through these images (repeat, or separate with commas).",
+)
+@click.option(
+    "--path-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Render the camera path in this JSON file (see raynerf.render.paths).",
+)
+@click.option(
+    "--export-path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the path (poses and intrinsics) to this JSON file.",
+)
+@click.option(
+    "--z-variation", type=float, default=None, help="Ellipse height wave, a fraction of the cameras' spread."
+)
 @click.option("--z-phase", type=float, default=None, help="Phase of the height wave, radians.")
 @click.option("--address", default=None, help="Ray cluster to use (host:port) [default: start one here].")
-@click.option("--keep-frames", is_flag=True, help="Keep the per-frame .npz files under WORKDIR/render/frames.")
-def render(scene: str, data_dir: Path, config_name: str | None, overrides: tuple[str, ...], workdir: Path | None,
-           frames: int | None, fps: float | None, workers: int | None, factor: int | None,
-           resolution: str | None, focal: float | None, keyframes: tuple[str, ...], path_json: Path | None,
-           export_path: Path | None, z_variation: float | None, z_phase: float | None, address: str | None,
-           keep_frames: bool) -> None:
+@click.option(
+    "--keep-frames", is_flag=True, help="Keep the per-frame .npz files under WORKDIR/render/frames."
+)
+def render(
+    scene: str,
+    data_dir: Path,
+    config_name: str | None,
+    overrides: tuple[str, ...],
+    workdir: Path | None,
+    frames: int | None,
+    fps: float | None,
+    workers: int | None,
+    factor: int | None,
+    resolution: str | None,
+    focal: float | None,
+    keyframes: tuple[str, ...],
+    path_json: Path | None,
+    export_path: Path | None,
+    z_variation: float | None,
+    z_phase: float | None,
+    address: str | None,
+    keep_frames: bool,
+) -> None:
     """Render a path around DATA_DIR/SCENE with the latest checkpoint into
     WORKDIR/render/<scene>_path_renders_step_<step>_{color,acc,distance_mean}.mp4."""
     # The driver only restores parameters; the accelerators are left to the workers.
@@ -48,17 +95,26 @@ def render(scene: str, data_dir: Path, config_name: str | None, overrides: tuple
     workdir = default_workdir(workdir, scene)
     config = build_config(config_name, overrides, workdir=workdir)
     request = RenderRequest(
-        frames=frames, fps=fps, workers=workers, factor=factor,
-        resolution=parse_resolution(resolution) if resolution is not None else None, focal=focal,
+        frames=frames,
+        fps=fps,
+        workers=workers,
+        factor=factor,
+        resolution=parse_resolution(resolution) if resolution is not None else None,
+        focal=focal,
         keyframes=tuple(name.strip() for item in keyframes for name in item.split(",") if name.strip()),
-        path_json=path_json, export_path=export_path, z_variation=z_variation, z_phase=z_phase,
+        path_json=path_json,
+        export_path=export_path,
+        z_variation=z_variation,
+        z_phase=z_phase,
         keep_frames=keep_frames,
     )
     result = render_path(config, scene_dir(data_dir, scene), workdir, request, address=address)
     for path in result.videos.values():
         click.echo(str(path))
     if result.rendered:
-        click.echo(f"{result.rendered} frames of {result.width}x{result.height} with {result.workers} workers "
-                   f"in {result.seconds:.1f} s: {result.frames_per_sec:.2f} frames/s, "
-                   f"{result.rays_per_sec:,.0f} rays/s; worker peak RSS {result.worker_peak_rss / 2**20:.0f} MiB"
-                   + (f"; {result.reused} frames resumed from disk" if result.reused else ""))
+        click.echo(
+            f"{result.rendered} frames of {result.width}x{result.height} with {result.workers} workers "
+            f"in {result.seconds:.1f} s: {result.frames_per_sec:.2f} frames/s, "
+            f"{result.rays_per_sec:,.0f} rays/s; worker peak RSS {result.worker_peak_rss / 2**20:.0f} MiB"
+            + (f"; {result.reused} frames resumed from disk" if result.reused else "")
+        )

@@ -17,21 +17,49 @@ from raynerf.cli.options import build_config, config_options, default_workdir, s
 @scene_options
 @config_options
 @click.option("--steps", type=int, default=None, help="Override train.max_steps.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder [default: runs/<scene>]. Running again resumes from it.")
-@click.option("--hosts", type=int, default=None,
-              help="Hosts (Ray workers) in the SPMD job [default: one per TPU VM on a TPU "
-              "cluster, else 1]. Locally, N worker processes.")
-@click.option("--devices-per-host", type=int, default=None,
-              help="CPU devices per local host process [default: 1; a TPU host uses its chips].")
-@click.option("--address", default=None,
-              help="Ray cluster to join ('auto' on a cluster node) [default: $RAY_ADDRESS, "
-              "else a local Ray instance].")
-@click.option("--max-restarts", type=int, default=3, show_default=True,
-              help="Restarts of the host group from the latest checkpoint after a host dies.")
-def train(scene: str, data_dir: Path, config_name: str | None, overrides: tuple[str, ...],
-          steps: int | None, workdir: Path | None, hosts: int | None,
-          devices_per_host: int | None, address: str | None, max_restarts: int) -> None:
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder [default: runs/<scene>]. Running again resumes from it.",
+)
+@click.option(
+    "--hosts",
+    type=int,
+    default=None,
+    help="Hosts (Ray workers) in the SPMD job [default: one per TPU VM on a TPU "
+    "cluster, else 1]. Locally, N worker processes.",
+)
+@click.option(
+    "--devices-per-host",
+    type=int,
+    default=None,
+    help="CPU devices per local host process [default: 1; a TPU host uses its chips].",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster to join ('auto' on a cluster node) [default: $RAY_ADDRESS, else a local Ray instance].",
+)
+@click.option(
+    "--max-restarts",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Restarts of the host group from the latest checkpoint after a host dies.",
+)
+def train(
+    scene: str,
+    data_dir: Path,
+    config_name: str | None,
+    overrides: tuple[str, ...],
+    steps: int | None,
+    workdir: Path | None,
+    hosts: int | None,
+    devices_per_host: int | None,
+    address: str | None,
+    max_restarts: int,
+) -> None:
     """Train Mip-NeRF 360 on DATA_DIR/SCENE; resumes from the workdir's latest checkpoint.
 
     With --hosts N (N > 1) or a Ray cluster (--address, $RAY_ADDRESS) this command is a
@@ -43,15 +71,25 @@ def train(scene: str, data_dir: Path, config_name: str | None, overrides: tuple[
     if (hosts or 1) > 1 or address or os.environ.get("RAY_ADDRESS"):
         from raynerf.distributed.launch import train_on_hosts
 
-        outcome = train_on_hosts(config, path, workdir.absolute(), hosts=hosts,
-                                 devices_per_host=devices_per_host, address=address,
-                                 max_restarts=max_restarts)
+        outcome = train_on_hosts(
+            config,
+            path,
+            workdir.absolute(),
+            hosts=hosts,
+            devices_per_host=devices_per_host,
+            address=address,
+            max_restarts=max_restarts,
+        )
         if outcome.stopped:
-            click.echo(f"stopped at step {outcome.step} with a checkpoint in "
-                       f"{workdir / 'checkpoints'}; run again to resume")
+            click.echo(
+                f"stopped at step {outcome.step} with a checkpoint in "
+                f"{workdir / 'checkpoints'}; run again to resume"
+            )
             raise SystemExit(130)
-        click.echo(f"trained {scene} to step {outcome.step} ({len(outcome.restarts)} restart(s)); "
-                   f"checkpoints in {workdir / 'checkpoints'}")
+        click.echo(
+            f"trained {scene} to step {outcome.step} ({len(outcome.restarts)} restart(s)); "
+            f"checkpoints in {workdir / 'checkpoints'}"
+        )
         return
     if devices_per_host:
         from raynerf.distributed.jaxdist import set_local_devices
@@ -62,8 +100,10 @@ def train(scene: str, data_dir: Path, config_name: str | None, overrides: tuple[
     with _interrupt_flag() as interrupted:
         result = run_training(config, path, workdir, should_stop=lambda _: interrupted.is_set())
     if interrupted.is_set():
-        click.echo(f"stopped at step {result.step} with a checkpoint in "
-                   f"{workdir / 'checkpoints'}; run again to resume")
+        click.echo(
+            f"stopped at step {result.step} with a checkpoint in "
+            f"{workdir / 'checkpoints'}; run again to resume"
+        )
         raise SystemExit(130)
     click.echo(f"trained {scene} to step {result.step}; checkpoints in {workdir / 'checkpoints'}")
 
@@ -78,8 +118,9 @@ def _interrupt_flag():
         if flag.is_set():
             raise KeyboardInterrupt
         flag.set()
-        click.echo("\ninterrupted: stopping after this step with a checkpoint (Ctrl-C again to abort)",
-                   err=True)
+        click.echo(
+            "\ninterrupted: stopping after this step with a checkpoint (Ctrl-C again to abort)", err=True
+        )
 
     previous = signal.signal(signal.SIGINT, handler)
     try:

@@ -100,7 +100,10 @@ def _write(scene: Scene, folder: Path, stamp: dict, progress: bool) -> None:
             done = pool.map(store, range(scene.num_images))
             if progress:
                 from tqdm import tqdm
-                done = tqdm(done, total=scene.num_images, desc=f"caching {scene.image_dir.name}", unit="image")
+
+                done = tqdm(
+                    done, total=scene.num_images, desc=f"caching {scene.image_dir.name}", unit="image"
+                )
             for _ in done:
                 pass
         (tmp / "fingerprint.json").write_text(json.dumps(stamp))
@@ -130,8 +133,9 @@ def _install(tmp: Path, folder: Path, stamp: dict) -> None:
             return
         except OSError:  # another process installed its copy between the two renames
             continue
-    raise RaynerfError(f"could not install the pixel cache in {folder}: other processes keep "
-                       "replacing it; re-run")
+    raise RaynerfError(
+        f"could not install the pixel cache in {folder}: other processes keep replacing it; re-run"
+    )
 
 
 def _matches(folder: Path, stamp: dict) -> bool:
@@ -141,8 +145,9 @@ def _matches(folder: Path, stamp: dict) -> bool:
         return False
 
 
-def load_pixels(scene: Scene, cache_dir: Path | str | None = None,
-                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def load_pixels(
+    scene: Scene, cache_dir: Path | str | None = None, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """The scene's decoded images, from the cache (built or rebuilt when stale).
 
     Returns:

@@ -19,7 +19,8 @@ Conventions (shared by every ray raynerf casts):
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class Intrinsics:
         """``[8]`` float64: ``(fx, fy, cx, cy, k1, k2, p1, p2)``."""
         return np.array([self.fx, self.fy, self.cx, self.cy, *self.distortion], np.float64)
 
-    def scaled(self, width: int, height: int) -> "Intrinsics":
+    def scaled(self, width: int, height: int) -> Intrinsics:
         """The same camera for an image resized to ``width x height`` pixels.
 
         The x terms scale by ``width / self.width`` and the y terms by
@@ -59,13 +60,19 @@ class Intrinsics:
         """
         sx, sy = width / self.width, height / self.height
         return dataclasses.replace(
-            self, width=width, height=height,
-            fx=self.fx * sx, fy=self.fy * sy, cx=self.cx * sx, cy=self.cy * sy,
+            self,
+            width=width,
+            height=height,
+            fx=self.fx * sx,
+            fy=self.fy * sy,
+            cx=self.cx * sx,
+            cy=self.cy * sy,
         )
 
 
-def intrinsics_from_colmap(model: str, width: int, height: int, params: Sequence[float],
-                           source: str = "the COLMAP model") -> Intrinsics:
+def intrinsics_from_colmap(
+    model: str, width: int, height: int, params: Sequence[float], source: str = "the COLMAP model"
+) -> Intrinsics:
     """COLMAP ``(model name, params)`` -> :class:`Intrinsics`; other models are errors."""
     p = [float(v) for v in params]
     if model == "SIMPLE_PINHOLE":
@@ -170,8 +177,9 @@ class CameraArrays(Protocol):
     intrinsics: np.ndarray
 
 
-def rays_from_pixels(camtoworlds: np.ndarray, intrinsics: np.ndarray, x: np.ndarray,
-                     y: np.ndarray, near: float, far: float) -> dict[str, np.ndarray]:
+def rays_from_pixels(
+    camtoworlds: np.ndarray, intrinsics: np.ndarray, x: np.ndarray, y: np.ndarray, near: float, far: float
+) -> dict[str, np.ndarray]:
     """Rays through pixels, one camera per pixel.
 
     Args:
@@ -204,16 +212,22 @@ def rays_from_pixels(camtoworlds: np.ndarray, intrinsics: np.ndarray, x: np.ndar
     }
 
 
-def pixel_rays(cameras: CameraArrays, image_idx: np.ndarray, x: np.ndarray, y: np.ndarray,
-               near: float, far: float) -> dict[str, np.ndarray]:
+def pixel_rays(
+    cameras: CameraArrays, image_idx: np.ndarray, x: np.ndarray, y: np.ndarray, near: float, far: float
+) -> dict[str, np.ndarray]:
     """Rays for a batch of ``(image, column, row)`` triples: dict of [B, 3] / [B, 1]."""
     image_idx = np.asarray(image_idx)
-    return rays_from_pixels(cameras.camtoworlds[image_idx], cameras.intrinsics[image_idx],
-                            x, y, near, far)
+    return rays_from_pixels(cameras.camtoworlds[image_idx], cameras.intrinsics[image_idx], x, y, near, far)
 
 
-def camera_rays(camtoworld: np.ndarray, intrinsics: Intrinsics | np.ndarray, width: int,
-                height: int, near: float, far: float) -> dict[str, np.ndarray]:
+def camera_rays(
+    camtoworld: np.ndarray,
+    intrinsics: Intrinsics | np.ndarray,
+    width: int,
+    height: int,
+    near: float,
+    far: float,
+) -> dict[str, np.ndarray]:
     """Every pixel's ray of one ``width x height`` image: dict of [H, W, 3] / [H, W, 1]."""
     params = intrinsics.as_array() if isinstance(intrinsics, Intrinsics) else np.asarray(intrinsics)
     y, x = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")

@@ -80,10 +80,15 @@ def read_model(scene_path: Path) -> ColmapModel:
         world_from_cam = image.cam_from_world().inverse().matrix()
         poses.append(world_from_cam)
         cam = recon.cameras[image.camera_id]
-        cameras.append(intrinsics_from_colmap(
-            cam.model_name, cam.width, cam.height, cam.params,
-            source=f"camera {image.camera_id} in {path / 'cameras.bin'}",
-        ))
+        cameras.append(
+            intrinsics_from_colmap(
+                cam.model_name,
+                cam.width,
+                cam.height,
+                cam.params,
+                source=f"camera {image.camera_id} in {path / 'cameras.bin'}",
+            )
+        )
     points = np.array([p.xyz for p in recon.points3D.values()], np.float64).reshape(-1, 3)
     return ColmapModel(
         names=[image.name for image in images],

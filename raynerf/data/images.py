@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -67,9 +67,7 @@ def create_downsampled_folder(scene_path: Path, names: Sequence[str], factor: in
     source = scene_path / folder_name(1)
     target = scene_path / folder_name(factor)
     if not source.is_dir():
-        raise RaynerfError(
-            f"cannot create {target}: the full-resolution folder {source} is missing too"
-        )
+        raise RaynerfError(f"cannot create {target}: the full-resolution folder {source} is missing too")
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=scene_path))
     except OSError as exc:

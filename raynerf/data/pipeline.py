@@ -41,8 +41,9 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 def epoch_key(seed: int, epoch: np.ndarray) -> np.ndarray:
     """uint64 [...] key of each epoch's permutation."""
     with np.errstate(over="ignore"):
-        return _mix64(np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
-                      + np.asarray(epoch, np.uint64))
+        return _mix64(
+            np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15) + np.asarray(epoch, np.uint64)
+        )
 
 
 def _feistel(x: np.ndarray, key: np.ndarray, half_bits: int) -> np.ndarray:
@@ -95,8 +96,17 @@ class PixelTable:
 class RayBatches:
     """Global batch index -> this process's ray batch (a pure function of the index)."""
 
-    def __init__(self, scene: Scene, pixels: np.ndarray, seed: int, global_batch: int,
-                 process_index: int, process_count: int, near: float, far: float):
+    def __init__(
+        self,
+        scene: Scene,
+        pixels: np.ndarray,
+        seed: int,
+        global_batch: int,
+        process_index: int,
+        process_count: int,
+        near: float,
+        far: float,
+    ):
         if global_batch % process_count:
             raise RaynerfError(
                 f"train.batch_size {global_batch} is not divisible by the {process_count} "
@@ -124,18 +134,32 @@ class RayBatches:
         return batch
 
 
-def make_dataset(scene: Scene, pixels: np.ndarray, config: Config, process_index: int,
-                 process_count: int, near: float, far: float) -> grain.MapDataset:
+def make_dataset(
+    scene: Scene,
+    pixels: np.ndarray,
+    config: Config,
+    process_index: int,
+    process_count: int,
+    near: float,
+    far: float,
+) -> grain.MapDataset:
     """The infinite grain ``MapDataset`` of this process's batches (index = global step)."""
-    batches = RayBatches(scene, pixels, config.train.seed, config.train.batch_size,
-                         process_index, process_count, near, far)
+    batches = RayBatches(
+        scene, pixels, config.train.seed, config.train.batch_size, process_index, process_count, near, far
+    )
     return grain.MapDataset.range(sys.maxsize).map(batches)
 
 
-def make_train_iterator(scene: Scene, pixels: np.ndarray, config: Config,
-                        process_index: int | None = None, process_count: int | None = None,
-                        near: float | None = None, far: float | None = None,
-                        prefetch_threads: int = 2) -> grain.DatasetIterator:
+def make_train_iterator(
+    scene: Scene,
+    pixels: np.ndarray,
+    config: Config,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    near: float | None = None,
+    far: float | None = None,
+    prefetch_threads: int = 2,
+) -> grain.DatasetIterator:
     """This process's iterator of training batches.
 
     Each batch is a dict of float32 numpy arrays: origins, directions, viewdirs,
@@ -161,12 +185,19 @@ def make_train_iterator(scene: Scene, pixels: np.ndarray, config: Config,
         if not flags.FLAGS.is_parsed():  # grain's workers read absl flags
             flags.FLAGS.mark_as_parsed()
         iter_dataset = iter_dataset.mp_prefetch(
-            grain.MultiprocessingOptions(num_workers=config.data.worker_count))
+            grain.MultiprocessingOptions(num_workers=config.data.worker_count)
+        )
     return iter(iter_dataset)
 
 
-def measure_pipeline(scene: Scene, pixels: np.ndarray, config: Config, seconds: float = 5.0,
-                     process_index: int = 0, process_count: int = 1) -> float:
+def measure_pipeline(
+    scene: Scene,
+    pixels: np.ndarray,
+    config: Config,
+    seconds: float = 5.0,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> float:
     """Rays per second this process's iterator yields, measured for about ``seconds``."""
     iterator = make_train_iterator(scene, pixels, config, process_index, process_count)
     next(iterator)  # start-up (threads, first batch) is not counted

@@ -89,8 +89,9 @@ class Scene:
 
 def image_rays(scene: Scene, i: int, near: float, far: float) -> dict[str, np.ndarray]:
     """All rays of the scene's image ``i``: dict of [H, W, 3] / [H, W, 1] float32."""
-    return cam.camera_rays(scene.camtoworlds[i], scene.intrinsics[i],
-                           int(scene.widths[i]), int(scene.heights[i]), near, far)
+    return cam.camera_rays(
+        scene.camtoworlds[i], scene.intrinsics[i], int(scene.widths[i]), int(scene.heights[i]), near, far
+    )
 
 
 def split_indices(count: int, llffhold: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +112,8 @@ def _image_dir(path: Path, factor: int, names: list[str], downsample_missing: bo
     present = sorted(p.name for p in path.glob("images*") if p.is_dir())
     how = (
         "create it from images/ with --downsample (or --set data.downsample_missing=true)"
-        if factor != 1 else "restore the full-resolution images there"
+        if factor != 1
+        else "restore the full-resolution images there"
     )
     raise RaynerfError(
         f"image folder {folder} is missing (folders present: {', '.join(present) or 'none'}); "
@@ -119,8 +121,9 @@ def _image_dir(path: Path, factor: int, names: list[str], downsample_missing: bo
     )
 
 
-def _checked_sizes(image_dir: Path, names: list[str], model_cams: list[cam.Intrinsics],
-                   factor: int) -> tuple[np.ndarray, np.ndarray]:
+def _checked_sizes(
+    image_dir: Path, names: list[str], model_cams: list[cam.Intrinsics], factor: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Each image's (width, height) on disk, checked against the model's size / factor."""
     widths, heights = np.zeros(len(names), np.int64), np.zeros(len(names), np.int64)
     for i, (name, model_cam) in enumerate(zip(names, model_cams)):
@@ -137,8 +140,13 @@ def _checked_sizes(image_dir: Path, names: list[str], model_cams: list[cam.Intri
     return widths, heights
 
 
-def load_scene(path: Path | str, factor: int, llffhold: int = 8,
-               downsample_missing: bool = False, recentre: str = "focus") -> Scene:
+def load_scene(
+    path: Path | str,
+    factor: int,
+    llffhold: int = 8,
+    downsample_missing: bool = False,
+    recentre: str = "focus",
+) -> Scene:
     """Loads, checks and normalises a capture folder (see :class:`Scene`;
     ``recentre``: the normalised frame's origin, see :func:`poses.normalise_360`)."""
     path = Path(path)

@@ -27,7 +27,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import ray
 from ray.train import UserCallback
@@ -51,8 +51,8 @@ class HostGroupSpec:
     devices_per_host: int = 1
     platform: str = "cpu"
     max_restarts: int = 3
-    topology: Optional[str] = None
-    accelerator_type: Optional[str] = None
+    topology: str | None = None
+    accelerator_type: str | None = None
     cpus_per_host: float = 1.0
 
 
@@ -62,18 +62,18 @@ class RunMonitor:
 
     def __init__(self):
         self.attempt = 0
-        self.step: Optional[int] = None
+        self.step: int | None = None
         self.metrics: dict = {}
         self.events: list[dict] = []  # restart events, in order
         self._unwritten: list[dict] = []  # events process 0 has not put in metrics.jsonl
-        self._pending_failure: Optional[dict] = None
+        self._pending_failure: dict | None = None
         self.pids: dict[int, dict[int, int]] = {}  # attempt -> rank -> pid
-        self.user_error: Optional[str] = None
+        self.user_error: str | None = None
         self.times: dict[str, float] = {}  # attempt_<n>_start, attempt_<n>_running, failure_<n>
         self._stop_requested = False
-        self._stop_at: Optional[int] = None
+        self._stop_at: int | None = None
         self._max_polled = -1
-        self.final: Optional[dict] = None  # {"step", "stopped"} from process 0 at the end
+        self.final: dict | None = None  # {"step", "stopped"} from process 0 at the end
 
     # -- workers ---------------------------------------------------------------
     def begin_attempt(self) -> int:
@@ -82,9 +82,12 @@ class RunMonitor:
         self._stop_at, self._max_polled = None, -1
         self.times[f"attempt_{self.attempt}_start"] = time.time()
         if self._pending_failure is not None:
-            event = {"event": "restart", "restart": self.attempt - 1,
-                     "cause": self._pending_failure["cause"],
-                     "step": self.step if self.step is not None else 0}
+            event = {
+                "event": "restart",
+                "restart": self.attempt - 1,
+                "cause": self._pending_failure["cause"],
+                "step": self.step if self.step is not None else 0,
+            }
             self.events.append(event)
             self._unwritten.append(event)
             self._pending_failure = None
@@ -103,15 +106,16 @@ class RunMonitor:
         events, self._unwritten = self._unwritten, []
         return events
 
-    def should_stop(self, attempt: int, step: int) -> bool:
-        """Asked by every worker after every step. Once a stop is requested, the stop
-        step is one past the furthest step any worker has reported, so every worker
-        (whichever step it is at) reaches the same stop step and none has passed it."""
+    def should_stop(self, attempt: int, step: int, every: int = 1) -> bool:
+        """Asked by every worker at every ``every``-th step (the same steps on all of
+        them). Once a stop is requested, the stop step is the next asked step after the
+        furthest one any worker has asked at: every worker asks there, none has passed
+        it, so all of them stop at the same step."""
         if attempt != self.attempt:
             return False
         self._max_polled = max(self._max_polled, step)
         if self._stop_requested and self._stop_at is None:
-            self._stop_at = self._max_polled + 1
+            self._stop_at = self._max_polled + every
         return self._stop_at is not None and step >= self._stop_at
 
     def finish(self, step: int, stopped: bool) -> None:
@@ -132,10 +136,17 @@ class RunMonitor:
         self._stop_requested = True
 
     def state(self) -> dict:
-        return {"attempt": self.attempt, "step": self.step, "metrics": self.metrics,
-                "events": list(self.events), "pids": dict(self.pids.get(self.attempt, {})),
-                "user_error": self.user_error, "times": dict(self.times),
-                "failure": self._pending_failure, "final": self.final}
+        return {
+            "attempt": self.attempt,
+            "step": self.step,
+            "metrics": self.metrics,
+            "events": list(self.events),
+            "pids": dict(self.pids.get(self.attempt, {})),
+            "user_error": self.user_error,
+            "times": dict(self.times),
+            "failure": self._pending_failure,
+            "final": self.final,
+        }
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -152,8 +163,9 @@ def describe_exception(exc: BaseException) -> str:
 
 def describe_failures(worker_exceptions: dict[int, BaseException]) -> str:
     """``host <rank>: <error>`` for every failed worker, lowest rank first."""
-    return "; ".join(f"host {rank}: {describe_exception(exc)}"
-                     for rank, exc in sorted(worker_exceptions.items()))
+    return "; ".join(
+        f"host {rank}: {describe_exception(exc)}" for rank, exc in sorted(worker_exceptions.items())
+    )
 
 
 def is_user_error(exc: BaseException) -> bool:
@@ -219,8 +231,9 @@ def host_main(cfg: dict) -> dict:
 
     if rank == 0:
         attempt = ray.get(monitor.begin_attempt.remote())
-        coordinator = (jaxdist.pick_coordinator(ray.util.get_node_ip_address())
-                       if spec.platform == "cpu" else None)
+        coordinator = (
+            jaxdist.pick_coordinator(ray.util.get_node_ip_address()) if spec.platform == "cpu" else None
+        )
         shared = (attempt, coordinator)
     else:
         shared = None
@@ -250,12 +263,23 @@ def host_main(cfg: dict) -> dict:
             reported["checkpoint_step"] = metrics["checkpoint_step"]
             ray.train.report({"step": step, **metrics})
 
+    ask_every = cfg["config"].train.log_every
+
     def stop(step: int) -> bool:
-        return ray.get(monitor.should_stop.remote(attempt, step))
+        # One round trip to the monitor per logged step, not per step.
+        if step % ask_every:
+            return False
+        return ray.get(monitor.should_stop.remote(attempt, step, ask_every))
 
     try:
-        result = train(cfg["config"], Path(cfg["scene_path"]), workdir, show_progress=False,
-                       reporter=reporter, should_stop=stop)
+        result = train(
+            cfg["config"],
+            Path(cfg["scene_path"]),
+            workdir,
+            show_progress=False,
+            reporter=reporter,
+            should_stop=stop,
+        )
     except RaynerfError as exc:
         ray.get(monitor.set_user_error.remote(rank, str(exc)))
         raise
@@ -273,13 +297,18 @@ def scaling_config(spec: HostGroupSpec):
     from ray.train import ScalingConfig
 
     if spec.platform == "tpu":
-        return ScalingConfig(num_workers=spec.hosts, use_tpu=True, topology=spec.topology,
-                             accelerator_type=spec.accelerator_type,
-                             resources_per_worker={"TPU": spec.devices_per_host},
-                             placement_strategy="SPREAD")
+        return ScalingConfig(
+            num_workers=spec.hosts,
+            use_tpu=True,
+            topology=spec.topology,
+            accelerator_type=spec.accelerator_type,
+            resources_per_worker={"TPU": spec.devices_per_host},
+            placement_strategy="SPREAD",
+        )
     if spec.platform == "gpu":
-        return ScalingConfig(num_workers=spec.hosts, use_gpu=True,
-                             resources_per_worker={"GPU": spec.devices_per_host})
+        return ScalingConfig(
+            num_workers=spec.hosts, use_gpu=True, resources_per_worker={"GPU": spec.devices_per_host}
+        )
     return ScalingConfig(num_workers=spec.hosts, resources_per_worker={"CPU": spec.cpus_per_host})
 
 
@@ -291,8 +320,14 @@ def worker_env(spec: HostGroupSpec) -> dict[str, str]:
     return env
 
 
-def make_trainer(spec: HostGroupSpec, config, scene_path: Path, workdir: Path, monitor: Any,
-                 storage_path: Optional[str] = None):
+def make_trainer(
+    spec: HostGroupSpec,
+    config,
+    scene_path: Path,
+    workdir: Path,
+    monitor: Any,
+    storage_path: str | None = None,
+):
     """A ``JaxTrainer`` that trains ``scene_path`` into ``workdir`` on ``spec``'s hosts."""
     from ray.train import FailureConfig, RunConfig
     from ray.train.v2.jax import JaxConfig, JaxTrainer
@@ -307,8 +342,13 @@ def make_trainer(spec: HostGroupSpec, config, scene_path: Path, workdir: Path, m
     )
     return JaxTrainer(
         host_main,
-        train_loop_config={"config": config, "scene_path": str(Path(scene_path).absolute()),
-                           "workdir": str(workdir), "spec": spec, "monitor": monitor},
+        train_loop_config={
+            "config": config,
+            "scene_path": str(Path(scene_path).absolute()),
+            "workdir": str(workdir),
+            "spec": spec,
+            "monitor": monitor,
+        },
         jax_config=JaxConfig(use_tpu=spec.platform == "tpu", use_gpu=spec.platform == "gpu"),
         scaling_config=scaling_config(spec),
         run_config=run_config,
@@ -326,14 +366,26 @@ def detect_platform() -> dict:
     tpu_nodes = [n for n in nodes if n.get("Resources", {}).get("TPU", 0) > 0]
     if tpu_nodes:
         labels = tpu_nodes[0].get("Labels", {}) or {}
-        return {"platform": "tpu", "hosts": len(tpu_nodes),
-                "devices_per_host": int(tpu_nodes[0]["Resources"]["TPU"]),
-                "topology": labels.get("ray.io/tpu-topology"),
-                "accelerator_type": labels.get("ray.io/accelerator-type")}
+        return {
+            "platform": "tpu",
+            "hosts": len(tpu_nodes),
+            "devices_per_host": int(tpu_nodes[0]["Resources"]["TPU"]),
+            "topology": labels.get("ray.io/tpu-topology"),
+            "accelerator_type": labels.get("ray.io/accelerator-type"),
+        }
     gpu_nodes = [n for n in nodes if n.get("Resources", {}).get("GPU", 0) > 0]
     if gpu_nodes:
-        return {"platform": "gpu", "hosts": len(gpu_nodes),
-                "devices_per_host": int(gpu_nodes[0]["Resources"]["GPU"]),
-                "topology": None, "accelerator_type": None}
-    return {"platform": "cpu", "hosts": None, "devices_per_host": None,
-            "topology": None, "accelerator_type": None}
+        return {
+            "platform": "gpu",
+            "hosts": len(gpu_nodes),
+            "devices_per_host": int(gpu_nodes[0]["Resources"]["GPU"]),
+            "topology": None,
+            "accelerator_type": None,
+        }
+    return {
+        "platform": "cpu",
+        "hosts": None,
+        "devices_per_host": None,
+        "topology": None,
+        "accelerator_type": None,
+    }

@@ -42,8 +42,7 @@ def pick_coordinator(host: str) -> str:
     return f"{host}:{port}"
 
 
-def initialize_cpu(coordinator: str, num_processes: int, process_id: int,
-                   devices_per_host: int) -> None:
+def initialize_cpu(coordinator: str, num_processes: int, process_id: int, devices_per_host: int) -> None:
     """Joins this process to the CPU ``jax.distributed`` job (gloo collectives) and
     checks that it sees ``devices_per_host`` local devices.
 
@@ -53,11 +52,12 @@ def initialize_cpu(coordinator: str, num_processes: int, process_id: int,
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id)
+    jax.distributed.initialize(
+        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+    )
     local = jax.local_device_count()
     if local != devices_per_host:
-        hint = (" (jax was imported before XLA_FLAGS was set in this process)" if already else "")
+        hint = " (jax was imported before XLA_FLAGS was set in this process)" if already else ""
         raise RuntimeError(
             f"host {process_id} sees {local} CPU devices, expected {devices_per_host}{hint}; "
             f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"

@@ -21,8 +21,8 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import ray
 
@@ -51,7 +51,7 @@ class LaunchResult:
     timings: dict  # seconds: group_start (launch -> first step logged), restart_<n>
 
 
-def connect(address: Optional[str], num_cpus: Optional[int]) -> bool:
+def connect(address: str | None, num_cpus: int | None) -> bool:
     """Connects to Ray (``address``, ``$RAY_ADDRESS``) or starts a local instance.
     Returns whether this call started (and so must shut down) Ray."""
     if ray.is_initialized():
@@ -64,16 +64,22 @@ def connect(address: Optional[str], num_cpus: Optional[int]) -> bool:
     return True
 
 
-def launch(config: Config, scene_path: Path, workdir: Path, spec: HostGroupSpec, *,
-           address: Optional[str] = None, show_progress: bool = True,
-           on_state: Optional[Callable[[dict], None]] = None) -> LaunchResult:
+def launch(
+    config: Config,
+    scene_path: Path,
+    workdir: Path,
+    spec: HostGroupSpec,
+    *,
+    address: str | None = None,
+    show_progress: bool = True,
+    on_state: Callable[[dict], None] | None = None,
+) -> LaunchResult:
     """Trains ``scene_path`` into ``workdir`` on the host group ``spec``.
 
     ``on_state(state)``, if given, sees the monitor's state (``attempt``, ``step``,
     ``pids`` of the current group by rank, ``events``, ...) at every poll.
     """
-    started_ray = connect(address, num_cpus=max(os.cpu_count() or 1,
-                                                int(spec.hosts * spec.cpus_per_host)))
+    started_ray = connect(address, num_cpus=max(os.cpu_count() or 1, int(spec.hosts * spec.cpus_per_host)))
     try:
         return _run(config, Path(scene_path), Path(workdir), spec, show_progress, on_state)
     finally:
@@ -81,8 +87,14 @@ def launch(config: Config, scene_path: Path, workdir: Path, spec: HostGroupSpec,
             ray.shutdown()
 
 
-def _run(config: Config, scene_path: Path, workdir: Path, spec: HostGroupSpec,
-         show_progress: bool, on_state: Optional[Callable[[dict], None]]) -> LaunchResult:
+def _run(
+    config: Config,
+    scene_path: Path,
+    workdir: Path,
+    spec: HostGroupSpec,
+    show_progress: bool,
+    on_state: Callable[[dict], None] | None,
+) -> LaunchResult:
     t0 = time.time()
     os.environ.setdefault(HEALTH_CHECK_ENV, HEALTH_CHECK_SECONDS)  # read by fit(), passed on
     monitor = RunMonitor.remote()
@@ -101,8 +113,10 @@ def _run(config: Config, scene_path: Path, workdir: Path, spec: HostGroupSpec,
     thread = threading.Thread(target=fit, name="raynerf-host-group", daemon=True)
     thread.start()
     bar = ProgressBar(config.train.max_steps, enabled=show_progress)
-    bar.write(f"host group: {spec.hosts} x {spec.platform} host(s), "
-              f"{spec.devices_per_host} device(s) each, up to {spec.max_restarts} restart(s)")
+    bar.write(
+        f"host group: {spec.hosts} x {spec.platform} host(s), "
+        f"{spec.devices_per_host} device(s) each, up to {spec.max_restarts} restart(s)"
+    )
     seen_events = 0
     stopping = False
     state: dict = {}
@@ -117,8 +131,10 @@ def _run(config: Config, scene_path: Path, workdir: Path, spec: HostGroupSpec,
                 if on_state is not None:
                     on_state(state)
                 for event in state["events"][seen_events:]:
-                    bar.write(f"restart {event['restart']}/{spec.max_restarts} after step "
-                              f"{event['step']}: {event['cause']}; resuming from the latest checkpoint")
+                    bar.write(
+                        f"restart {event['restart']}/{spec.max_restarts} after step "
+                        f"{event['step']}: {event['cause']}; resuming from the latest checkpoint"
+                    )
                 seen_events = len(state["events"])
                 if state["step"] is not None:
                     bar.update(state["step"], state["metrics"])
@@ -127,8 +143,10 @@ def _run(config: Config, scene_path: Path, workdir: Path, spec: HostGroupSpec,
                     raise
                 stopping = True
                 monitor.request_stop.remote()
-                bar.write("Ctrl-C: every host saves a checkpoint at the next step, then stops "
-                          "(Ctrl-C again to abandon the run)")
+                bar.write(
+                    "Ctrl-C: every host saves a checkpoint at the next step, then stops "
+                    "(Ctrl-C again to abandon the run)"
+                )
         state = ray.get(monitor.state.remote())
     finally:
         bar.close()
@@ -138,9 +156,13 @@ def _run(config: Config, scene_path: Path, workdir: Path, spec: HostGroupSpec,
             raise RaynerfError(state["user_error"])
         raise HostGroupError(_failure_message(outcome["error"], spec))
     returned = _rank0_return(outcome["result"], state)
-    return LaunchResult(step=returned["step"], metrics=state.get("metrics") or {},
-                        stopped=returned["stopped"], restarts=state.get("events", []),
-                        timings=_timings(state.get("times", {}), t0))
+    return LaunchResult(
+        step=returned["step"],
+        metrics=state.get("metrics") or {},
+        stopped=returned["stopped"],
+        restarts=state.get("events", []),
+        timings=_timings(state.get("times", {}), t0),
+    )
 
 
 def _rank0_return(result, state: dict) -> dict:
@@ -153,8 +175,10 @@ def _rank0_return(result, state: dict) -> dict:
 def _failure_message(error: BaseException, spec: HostGroupSpec) -> str:
     failures = getattr(error, "worker_failures", None)
     if failures:
-        return (f"training failed on {describe_failures(failures)} "
-                f"(after {spec.max_restarts} restart(s); worker logs: /tmp/ray/session_latest/logs)")
+        return (
+            f"training failed on {describe_failures(failures)} "
+            f"(after {spec.max_restarts} restart(s); worker logs: /tmp/ray/session_latest/logs)"
+        )
     lines = [line for line in str(error).splitlines() if line.strip()]
     return f"the host group failed: {type(error).__name__}: {lines[0] if lines else ''}"
 
@@ -173,9 +197,17 @@ def _timings(times: dict, t0: float) -> dict:
     return out
 
 
-def train_on_hosts(config: Config, scene_path: Path, workdir: Path, *, hosts: Optional[int],
-                   devices_per_host: Optional[int], address: Optional[str],
-                   max_restarts: int, show_progress: bool = True) -> LaunchResult:
+def train_on_hosts(
+    config: Config,
+    scene_path: Path,
+    workdir: Path,
+    *,
+    hosts: int | None,
+    devices_per_host: int | None,
+    address: str | None,
+    max_restarts: int,
+    show_progress: bool = True,
+) -> LaunchResult:
     """``raynerf train`` on a host group: on a connected cluster with TPUs (or GPUs) one
     worker per TPU VM (or GPU node) unless ``hosts`` says otherwise; else ``hosts``
     local CPU processes with ``devices_per_host`` devices each."""
@@ -189,14 +221,18 @@ def train_on_hosts(config: Config, scene_path: Path, workdir: Path, *, hosts: Op
 
         found = detect_platform()
         if found["platform"] == "cpu":
-            spec = HostGroupSpec(hosts=hosts or 1, devices_per_host=devices_per_host or 1,
-                                 max_restarts=max_restarts)
+            spec = HostGroupSpec(
+                hosts=hosts or 1, devices_per_host=devices_per_host or 1, max_restarts=max_restarts
+            )
         else:
-            spec = HostGroupSpec(hosts=hosts or found["hosts"],
-                                 devices_per_host=devices_per_host or found["devices_per_host"],
-                                 platform=found["platform"], max_restarts=max_restarts,
-                                 topology=found["topology"],
-                                 accelerator_type=found["accelerator_type"])
+            spec = HostGroupSpec(
+                hosts=hosts or found["hosts"],
+                devices_per_host=devices_per_host or found["devices_per_host"],
+                platform=found["platform"],
+                max_restarts=max_restarts,
+                topology=found["topology"],
+                accelerator_type=found["accelerator_type"],
+            )
         return _run(config, Path(scene_path), Path(workdir), spec, show_progress, None)
     finally:
         if started_ray:

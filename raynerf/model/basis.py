@@ -41,10 +41,13 @@ def _tessellate(verts: np.ndarray, faces: list[tuple[int, int, int]], frequency:
     """Points on the unit sphere [N, 3] from splitting every face edge into ``frequency``
     parts (barycentric grid ``(i, j, k) / frequency``, projected radially); shared
     points appear once per face that holds them."""
-    weights = np.array(
-        [(i, j, frequency - i - j) for i in range(frequency + 1) for j in range(frequency + 1 - i)],
-        dtype=np.float64,
-    ) / frequency
+    weights = (
+        np.array(
+            [(i, j, frequency - i - j) for i in range(frequency + 1) for j in range(frequency + 1 - i)],
+            dtype=np.float64,
+        )
+        / frequency
+    )
     points = np.concatenate([weights @ verts[list(face)] for face in faces])
     points /= np.linalg.norm(points, axis=-1, keepdims=True)
     return np.where(np.abs(points) < 1e-12, 0.0, points)
@@ -59,7 +62,7 @@ def _canonical_sign(points: np.ndarray) -> np.ndarray:
     return points * sign[:, None]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def icosahedron_basis(subdivisions: int = 2) -> np.ndarray:
     """Unit directions [3, num_dirs] from the icosahedron tessellated at frequency
     ``subdivisions``, with antipodal duplicates removed (21 directions for 2).

@@ -8,7 +8,7 @@ units away, zero-width intervals).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -154,14 +154,33 @@ def damped_sin_cos(scaled_means: Array, scaled_vars: Array) -> tuple[Array, Arra
     return sin * damping, cos * damping
 
 
+def integrated_pos_enc(
+    means: Array, covs: Array, basis: Array, min_deg: int, max_deg: int
+) -> tuple[Array, Array]:
+    """The integrated positional encoding of Gaussians (Mip-NeRF 360): the expected
+    sine and cosine of each Gaussian's projection onto every direction of ``basis`` at
+    every octave ``2^l``, l in [min_deg, max_deg).
+
+    Args:
+      means: [..., 3] (already contracted).
+      covs: [..., 3, 3].
+      basis: [3, K], one direction per column.
+
+    Returns:
+      ``(sines, cosines)``, each [..., (max_deg - min_deg) * K], column ``l * K + k``
+      for octave l (from ``min_deg``) and direction k. The encoding is their
+      concatenation; the MLP takes the two halves as separate inputs.
+    """
+    return damped_sin_cos(*lift_gaussians(means, covs, basis, min_deg, max_deg))
+
+
 # pi split into three parts (Cody-Waite): the first two have few enough mantissa bits
 # (8 and 11) that ``m * part`` is exact in float32 for every half-integer multiple
 # |m| < 2^11, i.e. |x| < 6400, far beyond the contracted scene (|x| <= 2) times 2^11.
 _PI_PARTS = (3.140625, 9.67502593994140625e-4, 1.5099579909783764e-07)
 # An odd polynomial r + r^3 p(r^2) for sin(r) on |r| <= pi/2 (+2e-3), fitted for the
 # smallest largest error (Lawson's iteration in float64): within 5e-9 of sin there.
-_SIN_COEFFS = (-0.16666656732559204, 0.008333015255630016, -0.0001980644155992195,
-               2.5996685053542024e-06)
+_SIN_COEFFS = (-0.16666656732559204, 0.008333015255630016, -0.0001980644155992195, 2.5996685053542024e-06)
 
 
 def _sin_half_turns(x: Array, shift: float) -> Array:

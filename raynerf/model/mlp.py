@@ -8,7 +8,6 @@ with integrated positional encoding before the first layer.
 from __future__ import annotations
 
 import functools
-from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -47,9 +46,7 @@ class ConcatDense(nn.Module):
         """parts [..., w_i] -> [..., features] (the parts' leading shapes broadcast)."""
         dtype = jnp.dtype(self.dtype)
         total = sum(part.shape[-1] for part in parts)
-        kernel = self.param(
-            "kernel", jax.nn.initializers.he_uniform(), (total, self.features), jnp.float32
-        )
+        kernel = self.param("kernel", jax.nn.initializers.he_uniform(), (total, self.features), jnp.float32)
         bias = self.param("bias", jax.nn.initializers.zeros, (self.features,), jnp.float32)
         out = None
         offset = 0
@@ -71,8 +68,11 @@ def _narrow_groups(parts: tuple[jnp.ndarray, ...], features: int) -> list[list[j
     groups: list[list[jnp.ndarray]] = []
     for part in parts:
         last = groups[-1] if groups else None
-        if (last is not None and last[0].shape[:-1] == part.shape[:-1]
-                and sum(p.shape[-1] for p in last) + part.shape[-1] <= features):
+        if (
+            last is not None
+            and last[0].shape[:-1] == part.shape[:-1]
+            and sum(p.shape[-1] for p in last) + part.shape[-1] <= features
+        ):
             last.append(part)
         else:
             groups.append([part])
@@ -103,8 +103,8 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(
-        self, means: jnp.ndarray, covs: jnp.ndarray, viewdirs: Optional[jnp.ndarray] = None
-    ) -> tuple[jnp.ndarray, Optional[jnp.ndarray]]:
+        self, means: jnp.ndarray, covs: jnp.ndarray, viewdirs: jnp.ndarray | None = None
+    ) -> tuple[jnp.ndarray, jnp.ndarray | None]:
         """means [..., n, 3], covs [..., n, 3, 3], viewdirs [..., 3] ->
         density [..., n] and rgb [..., n, 3] (None for a density-only network)."""
         dense = functools.partial(ConcatDense, dtype=self.dtype)
@@ -113,10 +113,10 @@ class MLP(nn.Module):
         # The integrated positional encoding, as its two halves (all sines, then all
         # cosines): the layers take it as parts of one input, and ConcatDense joins
         # them only before a layer wide enough for that to move less memory.
-        lifted = coords.lift_gaussians(means, covs, basis, self.min_deg_point, self.max_deg_point)
+        encoding = coords.integrated_pos_enc(means, covs, basis, self.min_deg_point, self.max_deg_point)
         sample_shape = means.shape[:-1]
         # The layers see [rays * samples, features] matrices (see ConcatDense).
-        inputs = tuple(half.reshape(-1, half.shape[-1]) for half in coords.damped_sin_cos(*lifted))
+        inputs = tuple(half.reshape(-1, half.shape[-1]) for half in encoding)
         x = inputs  # the next layer's input, as parts of its concatenation
         for i in range(self.depth):
             x = (nn.relu(dense(self.width, name=f"layer_{i}")(*x)),)

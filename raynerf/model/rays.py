@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import flax.struct
 import jax.numpy as jnp
@@ -36,10 +36,10 @@ class Rays:
     far: jnp.ndarray
 
     @classmethod
-    def from_batch(cls, batch: Mapping[str, np.ndarray]) -> "Rays":
+    def from_batch(cls, batch: Mapping[str, np.ndarray]) -> Rays:
         """Picks the ray fields out of a data-pipeline batch (a dict of arrays)."""
         return cls(**{name: batch[name] for name in RAY_FIELDS})
 
-    def reshape(self, *shape: int) -> "Rays":
+    def reshape(self, *shape: int) -> Rays:
         """Every field reshaped to ``shape + (last dim,)``."""
         return Rays(**{n: getattr(self, n).reshape(*shape, getattr(self, n).shape[-1]) for n in RAY_FIELDS})

@@ -20,15 +20,19 @@ import re
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
 
+import jax
 import numpy as np
 
 from raynerf.config import Config
+from raynerf.data.scene import load_configured_scene
 from raynerf.errors import RaynerfError
-from raynerf.render import paths, video
+from raynerf.mesh import make_mesh
+from raynerf.render import images, paths, video
 from raynerf.render.pool import FrameJob, FrameStore, RenderPool, cluster_nodes, plan_workers
+from raynerf.training.checkpoints import load_trained_params
 
 VIDEO_KINDS = ("color", "acc", "distance_mean")
 # Pixels sampled (at most) to choose one distance colour range for a whole video.
@@ -41,7 +45,7 @@ class RenderRequest:
 
     Attributes:
       frames, fps, z_variation, z_phase: path length, video rate, ellipse height wave.
-      workers: render workers (0: one per TPU host / GPU / CPU node).
+      workers: render workers (None: render.workers; "auto": one per TPU host / GPU / CPU node).
       factor: render at the test camera's resolution for images_<factor>.
       resolution: (width, height) instead of ``factor``; ``focal`` in pixels (default:
         the test camera's horizontal field of view).
@@ -51,17 +55,17 @@ class RenderRequest:
       keep_frames: keep ``W/render/frames/<key>/`` after the videos are written.
     """
 
-    frames: Optional[int] = None
-    fps: Optional[float] = None
-    workers: Optional[int] = None
-    factor: Optional[int] = None
-    resolution: Optional[tuple[int, int]] = None
-    focal: Optional[float] = None
+    frames: int | None = None
+    fps: float | None = None
+    workers: int | None = None
+    factor: int | None = None
+    resolution: tuple[int, int] | None = None
+    focal: float | None = None
     keyframes: Sequence[str] = ()
-    path_json: Optional[Path] = None
-    export_path: Optional[Path] = None
-    z_variation: Optional[float] = None
-    z_phase: Optional[float] = None
+    path_json: Path | None = None
+    export_path: Path | None = None
+    z_variation: float | None = None
+    z_phase: float | None = None
     keep_frames: bool = False
 
 
@@ -89,8 +93,9 @@ def parse_resolution(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def render_intrinsics(scene, factor: Optional[int] = None, resolution: Optional[tuple[int, int]] = None,
-                      focal: Optional[float] = None) -> dict:
+def render_intrinsics(
+    scene, factor: int | None = None, resolution: tuple[int, int] | None = None, focal: float | None = None
+) -> dict:
     """Pinhole intrinsics ``{width, height, fx, fy, cx, cy}`` for the video.
 
     From the scene's first test camera (first image if there is no test split):
@@ -114,8 +119,14 @@ def render_intrinsics(scene, factor: Optional[int] = None, resolution: Optional[
             raise RaynerfError(f"--factor must be a positive integer, got {factor}")
         ratio = scene.factor / factor
         camera = camera.scaled(max(1, round(camera.width * ratio)), max(1, round(camera.height * ratio)))
-    return {"width": camera.width, "height": camera.height,
-            "fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy}
+    return {
+        "width": camera.width,
+        "height": camera.height,
+        "fx": camera.fx,
+        "fy": camera.fy,
+        "cx": camera.cx,
+        "cy": camera.cy,
+    }
 
 
 def keyframe_indices(names: Sequence[str], keyframes: Sequence[str]) -> list[int]:
@@ -125,12 +136,15 @@ def keyframe_indices(names: Sequence[str], keyframes: Sequence[str]) -> list[int
     missing = [name for name in keyframes if name not in lookup]
     if missing:
         shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-        raise RaynerfError(f"--keyframes: no image named {', '.join(missing)} in the scene (its images: {shown})")
+        raise RaynerfError(
+            f"--keyframes: no image named {', '.join(missing)} in the scene (its images: {shown})"
+        )
     return [lookup[name] for name in keyframes]
 
 
-def build_path(scene, request: RenderRequest, frames: int, z_variation: float,
-               z_phase: float) -> tuple[np.ndarray, dict]:
+def build_path(
+    scene, request: RenderRequest, frames: int, z_variation: float, z_phase: float
+) -> tuple[np.ndarray, dict]:
     """(camtoworlds [F, 3, 4], intrinsics dict) for the request."""
     if frames < 1:
         raise RaynerfError(f"--frames must be positive, got {frames}")
@@ -149,8 +163,9 @@ def build_path(scene, request: RenderRequest, frames: int, z_variation: float,
 
 def intrinsics_vector(intrinsics: dict) -> np.ndarray:
     """``{fx, fy, cx, cy, ...}`` -> [8] ``(fx, fy, cx, cy, 0, 0, 0, 0)``."""
-    return np.array([intrinsics["fx"], intrinsics["fy"], intrinsics["cx"], intrinsics["cy"], 0, 0, 0, 0],
-                    np.float64)
+    return np.array(
+        [intrinsics["fx"], intrinsics["fy"], intrinsics["cx"], intrinsics["cy"], 0, 0, 0, 0], np.float64
+    )
 
 
 def render_key(scene_name: str, step: int, camtoworlds: np.ndarray, intrinsics: dict, config: Config) -> str:
@@ -177,7 +192,7 @@ def _child_processes_quiet() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def ray_session(address: Optional[str] = None) -> Iterator[None]:
+def ray_session(address: str | None = None) -> Iterator[None]:
     """Connects to the Ray cluster at ``address`` (or starts a local one); shuts down on
     exit what this call started. An already initialised Ray is used as it is."""
     import ray
@@ -187,11 +202,14 @@ def ray_session(address: Optional[str] = None) -> Iterator[None]:
         return
     try:
         with _child_processes_quiet():
-            ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
-                     log_to_driver=False)
+            ray.init(
+                address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False
+            )
     except ConnectionError as exc:
-        raise RaynerfError(f"cannot reach the Ray cluster at {address} ({exc}); check --address "
-                           "(e.g. 10.0.0.1:6379) or leave it out to render on this machine") from None
+        raise RaynerfError(
+            f"cannot reach the Ray cluster at {address} ({exc}); check --address "
+            "(e.g. 10.0.0.1:6379) or leave it out to render on this machine"
+        ) from None
     try:
         yield
     finally:
@@ -207,16 +225,16 @@ def distance_colour_range(store: FrameStore, count: int) -> tuple[float, float]:
         frame = store.load(index)
         distances.append(frame["distance_mean"][::stride, ::stride])
         accs.append(frame["acc"][::stride, ::stride])
-    return video.distance_range(np.stack(distances), np.stack(accs))
+    return images.distance_range(np.stack(distances), np.stack(accs))
 
 
 def write_videos(store: FrameStore, count: int, outputs: dict[str, Path], fps: float) -> None:
     """The three videos of frames ``0 .. count-1``, in order, each written atomically."""
     lo, hi = distance_colour_range(store, count)
     views: dict[str, Callable[[dict], np.ndarray]] = {
-        "color": lambda f: video.to_uint8(f["rgb"]),
-        "acc": lambda f: video.visualize_acc(f["acc"]),
-        "distance_mean": lambda f: video.visualize_distance(f["distance_mean"], f["acc"], lo, hi),
+        "color": lambda f: images.to_uint8(f["rgb"]),
+        "acc": lambda f: images.visualize_acc(f["acc"]),
+        "distance_mean": lambda f: images.visualize_distance(f["distance_mean"], f["acc"], lo, hi),
     }
     for kind, path in outputs.items():
         video.write_video(path, (views[kind](store.load(i)) for i in range(count)), fps)
@@ -225,17 +243,21 @@ def write_videos(store: FrameStore, count: int, outputs: dict[str, Path], fps: f
 FrameCallback = Callable[[int, RenderPool], None]
 
 
-def render_path(config: Config, scene_path: Path, workdir: Path, request: RenderRequest = RenderRequest(), *,
-                address: Optional[str] = None, show_progress: bool = True,
-                on_frame: Optional[FrameCallback] = None) -> RenderResult:
+def render_path(
+    config: Config,
+    scene_path: Path,
+    workdir: Path,
+    request: RenderRequest = RenderRequest(),
+    *,
+    address: str | None = None,
+    show_progress: bool = True,
+    on_frame: FrameCallback | None = None,
+) -> RenderResult:
     """Renders the requested path with the latest checkpoint of ``workdir`` into videos.
 
     ``on_frame(index, pool)`` is called after each frame is saved (for progress hooks
     and tests). Every user error is raised before any worker starts.
     """
-    from raynerf.data.scene import load_configured_scene
-    from raynerf.eval.evaluate import load_trained_params
-    from raynerf.training.step import make_mesh
 
     rc = config.render
     frames = rc.frames if request.frames is None else request.frames
@@ -243,34 +265,37 @@ def render_path(config: Config, scene_path: Path, workdir: Path, request: Render
     workers = rc.workers if request.workers is None else request.workers
     if fps <= 0:
         raise RaynerfError(f"--fps must be positive, got {fps}")
-    if workers < 0:
-        raise RaynerfError(f"--workers must be 0 (automatic) or positive, got {workers}")
     workdir, scene_path = Path(workdir), Path(scene_path)
     scene = load_configured_scene(scene_path, config.data)
     camtoworlds, intrinsics = build_path(
-        scene, request, frames,
+        scene,
+        request,
+        frames,
         rc.z_variation if request.z_variation is None else request.z_variation,
         rc.z_phase if request.z_phase is None else request.z_phase,
     )
     if request.export_path is not None:
         paths.save_path_json(request.export_path, camtoworlds, intrinsics)
 
-    import jax
-
     step, params = load_trained_params(config, scene_path, workdir, make_mesh(jax.devices("cpu")))
     params = jax.device_get(params)
     scene_name = scene_path.resolve().name
-    store = FrameStore(workdir / "render" / "frames" /
-                       render_key(scene_name, step, camtoworlds, intrinsics, config))
+    store = FrameStore(
+        workdir / "render" / "frames" / render_key(scene_name, step, camtoworlds, intrinsics, config)
+    )
     paths.save_path_json(store.directory / "path.json", camtoworlds, intrinsics)
     count, width, height = len(camtoworlds), int(intrinsics["width"]), int(intrinsics["height"])
-    todo = [FrameJob(i, camtoworlds[i], intrinsics_vector(intrinsics), width, height)
-            for i in range(count) if not store.has(i)]
+    todo = [
+        FrameJob(i, camtoworlds[i], intrinsics_vector(intrinsics), width, height)
+        for i in range(count)
+        if not store.has(i)
+    ]
 
     seconds, peak_rss, num_workers = 0.0, 0, 0
     if todo:
-        seconds, peak_rss, num_workers = _render_frames(config, params, todo, count, store, workers,
-                                                        address, show_progress, on_frame)
+        seconds, peak_rss, num_workers = _render_frames(
+            config, params, todo, count, store, workers, address, show_progress, on_frame
+        )
     outputs = video_paths(workdir, scene_name, step)
     with _child_processes_quiet():
         write_videos(store, count, outputs, fps)
@@ -279,15 +304,33 @@ def render_path(config: Config, scene_path: Path, workdir: Path, request: Render
         with contextlib.suppress(OSError):  # only if no other render's frames are there
             store.directory.parent.rmdir()
     rate = len(todo) / seconds if seconds > 0 else 0.0
-    return RenderResult(step=step, videos=outputs, num_frames=count, width=width, height=height,
-                        rendered=len(todo), reused=count - len(todo), seconds=seconds,
-                        frames_per_sec=rate, rays_per_sec=rate * width * height,
-                        workers=num_workers, worker_peak_rss=peak_rss)
+    return RenderResult(
+        step=step,
+        videos=outputs,
+        num_frames=count,
+        width=width,
+        height=height,
+        rendered=len(todo),
+        reused=count - len(todo),
+        seconds=seconds,
+        frames_per_sec=rate,
+        rays_per_sec=rate * width * height,
+        workers=num_workers,
+        worker_peak_rss=peak_rss,
+    )
 
 
-def _render_frames(config: Config, params, todo: list[FrameJob], count: int, store: FrameStore,
-                   workers: int, address: Optional[str], show_progress: bool,
-                   on_frame: Optional[FrameCallback]) -> tuple[float, int, int]:
+def _render_frames(
+    config: Config,
+    params,
+    todo: list[FrameJob],
+    count: int,
+    store: FrameStore,
+    workers: int,
+    address: str | None,
+    show_progress: bool,
+    on_frame: FrameCallback | None,
+) -> tuple[float, int, int]:
     """Renders ``todo`` with a fresh pool, saving each frame as it arrives.
 
     Returns (seconds, the workers' largest peak RSS in bytes, number of workers)."""
@@ -297,8 +340,14 @@ def _render_frames(config: Config, params, todo: list[FrameJob], count: int, sto
     with ray_session(address):
         plan = plan_workers(cluster_nodes(), workers)
         start = time.perf_counter()
-        bar = tqdm(total=count, initial=count - len(todo), unit="frame", desc=f"render ({plan.count} {plan.device})",
-                   disable=not show_progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=count,
+            initial=count - len(todo),
+            unit="frame",
+            desc=f"render ({plan.count} {plan.device})",
+            disable=not show_progress,
+            dynamic_ncols=True,
+        )
         try:
             with RenderPool(config.model, params, plan, config.render.chunk_size) as pool:
                 done = 0
@@ -306,7 +355,9 @@ def _render_frames(config: Config, params, todo: list[FrameJob], count: int, sto
                     store.save(index, outputs)
                     done += 1
                     bar.update(1)
-                    bar.set_postfix_str(f"{done * rays_per_frame / (time.perf_counter() - start):,.0f} rays/s")
+                    bar.set_postfix_str(
+                        f"{done * rays_per_frame / (time.perf_counter() - start):,.0f} rays/s"
+                    )
                     if on_frame is not None:
                         on_frame(index, pool)
                 seconds = time.perf_counter() - start

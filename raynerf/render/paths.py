@@ -9,7 +9,8 @@ Nothing here assumes which world axis is "up": it is derived from the input came
 (see :func:`world_up`: the normal of the plane the cameras circle in, signed to agree
 with their mean up vector, i.e. their mean -y axis). For a normalised 360 capture it
 is close to +z, and the camera positions' principal axes within the plane
-perpendicular to it are close to x and y; the ellipse path is built in that frame. All math is numpy float64 on the host.
+perpendicular to it are close to x and y; the ellipse path is built in that frame.
+All math is numpy float64 on the host.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +40,9 @@ def _normalize(v: np.ndarray) -> np.ndarray:
 def _check_poses(camtoworlds: np.ndarray, minimum: int = 1) -> np.ndarray:
     camtoworlds = np.asarray(camtoworlds, np.float64)
     if camtoworlds.ndim != 3 or camtoworlds.shape[1:] != (3, 4) or len(camtoworlds) < minimum:
-        raise ValueError(f"expected at least {minimum} camera-to-world matrices [N, 3, 4], got {camtoworlds.shape}")
+        raise ValueError(
+            f"expected at least {minimum} camera-to-world matrices [N, 3, 4], got {camtoworlds.shape}"
+        )
     return camtoworlds
 
 
@@ -55,7 +59,9 @@ def world_up(camtoworlds: np.ndarray) -> np.ndarray:
     mean_up = -camtoworlds[:, :, 1].sum(axis=0)
     norm = np.linalg.norm(mean_up)
     if norm < 1e-6 * len(camtoworlds):
-        raise RaynerfError("the cameras' up vectors cancel out, so no 'up' direction can be derived for the path")
+        raise RaynerfError(
+            "the cameras' up vectors cancel out, so no 'up' direction can be derived for the path"
+        )
     mean_up = mean_up / norm
     if len(camtoworlds) < 3:
         return mean_up
@@ -195,10 +201,7 @@ def catmull_rom(points: np.ndarray, u: np.ndarray, closed: bool) -> np.ndarray:
     t = (u - segment)[:, None]
     p0, p1, p2, p3 = (padded[segment + i] for i in range(4))
     return 0.5 * (
-        2 * p1
-        + (p2 - p0) * t
-        + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
-        + (3 * p1 - p0 - 3 * p2 + p3) * t**3
+        2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2 + (3 * p1 - p0 - 3 * p2 + p3) * t**3
     )
 
 
@@ -229,7 +232,9 @@ def spline_path(
     camtoworlds = _check_poses(camtoworlds)
     keys = camtoworlds[np.asarray(keyframe_indices, dtype=int)]
     if len(keys) < (3 if closed else 2):
-        raise RaynerfError(f"a {'closed' if closed else 'open'} spline path needs at least {3 if closed else 2} keyframes")
+        raise RaynerfError(
+            f"a {'closed' if closed else 'open'} spline path needs at least {3 if closed else 2} keyframes"
+        )
     if n_frames < 1:
         raise ValueError(f"n_frames must be positive, got {n_frames}")
     # One spline over [centre, view direction, up] per keyframe: [K, 9].
@@ -277,7 +282,8 @@ def save_path_json(path: str | os.PathLike, camtoworlds: np.ndarray, intrinsics:
         "convention": PATH_CONVENTION,
         "axes": "camera x right, y down, z viewing direction; camtoworld = [R | centre], 3 rows of 4",
         "intrinsics": {
-            k: int(intrinsics[k]) if k in ("width", "height") else float(intrinsics[k]) for k in INTRINSIC_KEYS
+            k: int(intrinsics[k]) if k in ("width", "height") else float(intrinsics[k])
+            for k in INTRINSIC_KEYS
         },
         "frames": [{"camtoworld": pose.tolist()} for pose in camtoworlds],
     }
@@ -319,7 +325,9 @@ def _validate_pose(raw: Any, where: str) -> np.ndarray:
         raise RaynerfError(f"{where}: 'camtoworld' holds non-finite values")
     rotation = pose[:, :3]
     if not np.allclose(rotation.T @ rotation, np.eye(3), atol=_ROTATION_TOLERANCE):
-        raise RaynerfError(f"{where}: the rotation part of 'camtoworld' is not orthonormal (scaled or sheared)")
+        raise RaynerfError(
+            f"{where}: the rotation part of 'camtoworld' is not orthonormal (scaled or sheared)"
+        )
     if np.linalg.det(rotation) < 0:
         raise RaynerfError(
             f"{where}: the rotation has determinant -1 (a mirror); "
@@ -344,11 +352,18 @@ def load_path_json(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]
     except (OSError, UnicodeDecodeError) as exc:
         raise RaynerfError(f"{path}: cannot read the path file ({exc})") from None
     except json.JSONDecodeError as exc:
-        raise RaynerfError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        raise RaynerfError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
     if not isinstance(document, dict):
-        raise RaynerfError(f"{path}: expected a JSON object with 'version', 'convention', 'intrinsics', 'frames'")
+        raise RaynerfError(
+            f"{path}: expected a JSON object with 'version', 'convention', 'intrinsics', 'frames'"
+        )
     if document.get("version") != PATH_JSON_VERSION:
-        raise RaynerfError(f"{path}: unsupported path file version {document.get('version')!r} (expected {PATH_JSON_VERSION})")
+        raise RaynerfError(
+            f"{path}: unsupported path file version {document.get('version')!r} "
+            f"(expected {PATH_JSON_VERSION})"
+        )
     if document.get("convention") != PATH_CONVENTION:
         raise RaynerfError(
             f"{path}: 'convention' is {document.get('convention')!r}; raynerf reads paths in "

@@ -21,8 +21,9 @@ import dataclasses
 import os
 import resource
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -65,9 +66,9 @@ class RenderWorker:
     def __init__(self, model_config: ModelConfig, chunk_size: int):
         import jax
 
+        from raynerf.mesh import make_mesh
         from raynerf.model.mipnerf360 import MipNerf360
-        from raynerf.render.frames import available_memory, make_render_fn
-        from raynerf.training.step import make_mesh
+        from raynerf.model.render_chunks import available_memory, make_render_fn
 
         self._config = model_config
         self._mesh = make_mesh(jax.local_devices())
@@ -82,7 +83,7 @@ class RenderWorker:
             import jax
             import ray
 
-            from raynerf.training.step import replicated
+            from raynerf.mesh import replicated
 
             self._params = jax.device_put(ray.get(params_box[0]), replicated(self._mesh))
 
@@ -100,13 +101,15 @@ class RenderWorker:
         Ray passes the reference and the worker fetches the value only the first time).
         """
         from raynerf.data.cameras import camera_rays
-        from raynerf.render.frames import choose_chunk, chunk_unit, render_image
+        from raynerf.model.render_chunks import choose_chunk, chunk_unit, render_image
 
         self._ensure_params(params_box)
-        rays = camera_rays(job.camtoworld, job.intrinsics, job.width, job.height,
-                           self._config.near, self._config.far)
-        chunk = choose_chunk(self._chunk_size, job.width * job.height, chunk_unit(self._mesh),
-                             self._config, self._available)
+        rays = camera_rays(
+            job.camtoworld, job.intrinsics, job.width, job.height, self._config.near, self._config.far
+        )
+        chunk = choose_chunk(
+            self._chunk_size, job.width * job.height, chunk_unit(self._mesh), self._config, self._available
+        )
         out = render_image(self._render_fn, self._params, rays, chunk, self._mesh)
         return job.index, {name: _squeeze_last(np.asarray(out[name], np.float32)) for name in FRAME_OUTPUTS}
 
@@ -159,15 +162,17 @@ class WorkerPlan:
         }
 
 
-def plan_workers(nodes: Sequence[Mapping[str, float]], requested: int = 0) -> WorkerPlan:
+def plan_workers(
+    nodes: Sequence[Mapping[str, float]], requested: int | Literal["auto"] = "auto"
+) -> WorkerPlan:
     """Render workers for a cluster whose live nodes have the given Ray resources.
 
     One worker per TPU host (claiming all its chips) if there are TPUs, else one per GPU,
     else CPU workers sharing the CPUs evenly (default: one per node, using all its CPUs).
-    ``requested`` > 0 asks for that many workers; more than the accelerators is an error.
+    A number asks for that many workers; more than the accelerators is an error.
     """
-    if requested < 0:
-        raise RaynerfError(f"--workers must be 0 (automatic) or positive, got {requested}")
+    if requested != "auto" and requested < 1:
+        raise RaynerfError(f'--workers must be positive (or render.workers "auto"), got {requested}')
     tpu_hosts = [node["TPU"] for node in nodes if node.get("TPU", 0) > 0]
     gpus = int(sum(node.get("GPU", 0) for node in nodes))
     if tpu_hosts:
@@ -179,16 +184,20 @@ def plan_workers(nodes: Sequence[Mapping[str, float]], requested: int = 0) -> Wo
     cpus = [node.get("CPU", 0) for node in nodes if node.get("CPU", 0) > 0]
     if not cpus:
         raise RaynerfError("the Ray cluster has no CPUs, GPUs or TPUs to render with")
-    count = requested or len(cpus)
+    count = len(cpus) if requested == "auto" else requested
     share = min(max(cpus), sum(cpus) / count)
     return WorkerPlan(count=count, num_cpus=share, threads=max(1, int(share)))
 
 
-def _checked_count(requested: int, available: int, what: str) -> int:
+def _checked_count(requested: int | Literal["auto"], available: int, what: str) -> int:
+    if requested == "auto":
+        return available
     if requested > available:
-        raise RaynerfError(f"--workers {requested} asks for more workers than the cluster's "
-                           f"{available} {what}; use --workers {available} or fewer")
-    return requested or available
+        raise RaynerfError(
+            f"--workers {requested} asks for more workers than the cluster's "
+            f"{available} {what}; use --workers {available} or fewer"
+        )
+    return requested
 
 
 def cluster_nodes() -> list[dict[str, float]]:
@@ -210,8 +219,15 @@ class RenderPool:
     Requires ``ray.init`` to have been called.
     """
 
-    def __init__(self, model_config: ModelConfig, params: Any, plan: WorkerPlan, chunk_size: int,
-                 max_restarts: int = 2, start_timeout: float = WORKER_START_TIMEOUT):
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        params: Any,
+        plan: WorkerPlan,
+        chunk_size: int,
+        max_restarts: int = 2,
+        start_timeout: float = WORKER_START_TIMEOUT,
+    ):
         import ray
 
         self.plan = plan
@@ -235,7 +251,7 @@ class RenderPool:
                 "and its dependencies installed in the same Python environment as this driver"
             ) from None
 
-    def __enter__(self) -> "RenderPool":
+    def __enter__(self) -> RenderPool:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -260,7 +276,9 @@ class RenderPool:
                 pass
         return live
 
-    def render(self, jobs: Iterable[FrameJob], max_rounds: int = 3) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    def render(
+        self, jobs: Iterable[FrameJob], max_rounds: int = 3
+    ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         """Renders ``jobs``, yielding ``(index, outputs)`` as frames finish (any order).
 
         Frames lost with a worker that could not be restarted are handed, in a further
@@ -331,4 +349,6 @@ class FrameStore:
             with np.load(path) as data:
                 return {name: data[name] for name in FRAME_OUTPUTS}
         except (OSError, KeyError, ValueError) as exc:
-            raise RaynerfError(f"{path}: unreadable saved frame ({exc}); delete it and render again") from None
+            raise RaynerfError(
+                f"{path}: unreadable saved frame ({exc}); delete it and render again"
+            ) from None

@@ -13,14 +13,17 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
+import grain
 import jax
 import orbax.checkpoint as ocp
-import grain
 
 from raynerf.config import Config
 from raynerf.errors import RaynerfError
+from raynerf.model.mipnerf360 import MipNerf360
+from raynerf.training.optim import make_optimizer
+from raynerf.training.step import create_train_state
 
 RUN_FILE = "run.json"
 
@@ -40,8 +43,9 @@ def checkpoint_manager(directory: Path, keep: int, async_save: bool = True) -> o
     )
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any = None,
-         force: bool = True) -> None:
+def save(
+    manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any = None, force: bool = True
+) -> None:
     """Starts an (asynchronous) save of ``state`` and the iterator position at ``step``."""
     items = {"state": ocp.args.StandardSave(state)}
     if data_iterator is not None:
@@ -49,16 +53,15 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: A
     manager.save(step, args=ocp.args.Composite(**items), force=force)
 
 
-def restore(manager: ocp.CheckpointManager, state_like: Any, data_iterator: Any = None,
-            step: Optional[int] = None) -> tuple[int, Any]:
+def restore(
+    manager: ocp.CheckpointManager, state_like: Any, data_iterator: Any = None, step: int | None = None
+) -> tuple[int, Any]:
     """The state at ``step`` (default: latest), laid out like ``state_like`` (same
     shapes, dtypes and shardings); ``data_iterator`` is moved to the saved position."""
     step = manager.latest_step() if step is None else step
     if step is None:
         raise RaynerfError(f"no checkpoint in {manager.directory}")
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state_like
-    )
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state_like)
     items = {"state": ocp.args.StandardRestore(abstract)}
     if data_iterator is not None:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
@@ -97,11 +100,13 @@ def check_workdir(workdir: Path, scene_path: Path, config: Config, write: bool) 
                 f"'{identity['scene']}'; use another --workdir"
             )
         changed = sorted(
-            key for key, value in identity["model"].items()
-            if recorded.get("model", {}).get(key) != value
+            key for key, value in identity["model"].items() if recorded.get("model", {}).get(key) != value
         )
-        changed += [f"data.{key}" for key, before in _DATA_IDENTITY.items()
-                    if recorded.get(key, before) != identity[key]]
+        changed += [
+            f"data.{key}"
+            for key, before in _DATA_IDENTITY.items()
+            if recorded.get(key, before) != identity[key]
+        ]
         if changed:
             raise RaynerfError(
                 f"workdir {workdir} holds checkpoints of a different model config "
@@ -113,3 +118,22 @@ def check_workdir(workdir: Path, scene_path: Path, config: Config, write: bool) 
         tmp = run_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(identity, indent=2))
         os.replace(tmp, run_file)
+
+
+def load_trained_params(config: Config, scene_path: Path, workdir: Path, mesh) -> tuple[int, Any]:
+    """``(step, params)`` of the latest checkpoint in ``workdir``, replicated on ``mesh``:
+    what eval, render and export infer with."""
+    ckpt_dir = Path(workdir) / "checkpoints"
+    missing = f"no checkpoint in {ckpt_dir}: train first (raynerf train --scene ... --workdir {workdir})"
+    if not ckpt_dir.is_dir():
+        raise RaynerfError(missing)
+    check_workdir(workdir, scene_path, config, write=False)
+    manager = checkpoint_manager(ckpt_dir, config.train.keep_checkpoints, async_save=False)
+    try:
+        if manager.latest_step() is None:
+            raise RaynerfError(missing)
+        state = create_train_state(config, MipNerf360(config.model), make_optimizer(config.train), mesh)
+        step, state = restore(manager, state)
+    finally:
+        manager.close()
+    return step, state.params

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import jax
 
@@ -19,14 +19,19 @@ from raynerf.data.pipeline import make_train_iterator
 from raynerf.data.scene import image_rays, load_configured_scene
 from raynerf.errors import RaynerfError
 from raynerf.hostmem import release_free_memory
+from raynerf.mesh import global_batch, make_mesh
 from raynerf.model.mipnerf360 import MipNerf360
-from raynerf.render.frames import make_render_fn, render_image
+from raynerf.model.render_chunks import choose_chunk, chunk_unit, make_render_fn, render_image
 from raynerf.training import checkpoints
 from raynerf.training.metrics_log import MetricsLogger, truncate_metrics
 from raynerf.training.optim import make_optimizer
 from raynerf.training.progress import ProgressBar
 from raynerf.training.step import (
-    batch_spec, check_batch_size, create_train_state, global_batch, jit_train_step, make_mesh,
+    BATCH_FIELDS,
+    batch_spec,
+    check_batch_size,
+    create_train_state,
+    jit_train_step,
 )
 
 # Called by every process at every logged step (the same steps everywhere) with
@@ -46,9 +51,16 @@ def write_config(workdir: Path, config: Config) -> None:
     (workdir / "config.toml").write_text(config.to_toml())
 
 
-def train(config: Config, scene_path: Path, workdir: Path, *, show_progress: bool = True,
-          reporter: Optional[Reporter] = None, async_checkpoints: bool = True,
-          should_stop: Optional[Callable[[int], bool]] = None) -> TrainResult:
+def train(
+    config: Config,
+    scene_path: Path,
+    workdir: Path,
+    *,
+    show_progress: bool = True,
+    reporter: Reporter | None = None,
+    async_checkpoints: bool = True,
+    should_stop: Callable[[int], bool] | None = None,
+) -> TrainResult:
     """Trains (or resumes) ``scene_path`` into ``workdir`` up to ``config.train.max_steps``.
 
     ``should_stop(step)``, asked after every step (by every process: it must give the
@@ -69,14 +81,16 @@ def train(config: Config, scene_path: Path, workdir: Path, *, show_progress: boo
 
     scene = load_configured_scene(scene_path, config.data)
     pixels, _ = load_pixels(scene, config.data.cache_dir or None, progress=is_main and show_progress)
-    iterator = make_train_iterator(scene, pixels, config, jax.process_index(),
-                                   jax.process_count(), config.model.near, config.model.far)
+    iterator = make_train_iterator(
+        scene, pixels, config, jax.process_index(), jax.process_count(), config.model.near, config.model.far
+    )
 
     model = MipNerf360(config.model)
     tx = make_optimizer(tc)
     state = create_train_state(config, model, tx, mesh)
-    manager = checkpoints.checkpoint_manager(workdir / "checkpoints", tc.keep_checkpoints,
-                                             async_save=async_checkpoints)
+    manager = checkpoints.checkpoint_manager(
+        workdir / "checkpoints", tc.keep_checkpoints, async_save=async_checkpoints
+    )
     if manager.latest_step() is not None:
         _, state = checkpoints.restore(manager, state, iterator)
     step = int(jax.device_get(state.step))
@@ -84,8 +98,9 @@ def train(config: Config, scene_path: Path, workdir: Path, *, show_progress: boo
         truncate_metrics(workdir, step)
     # Compiled before the first batch, so that what the compiler freed can be handed
     # back to the system before the step's own buffers are allocated.
-    train_step = jit_train_step(config, model, tx, mesh, state).lower(
-        state, batch_spec(mesh, tc.batch_size)).compile()
+    train_step = (
+        jit_train_step(config, model, tx, mesh, state).lower(state, batch_spec(mesh, tc.batch_size)).compile()
+    )
     release_free_memory()
     logger = MetricsLogger(workdir, enabled=is_main)
     bar = ProgressBar(tc.max_steps, initial=step, enabled=is_main and show_progress)
@@ -97,7 +112,7 @@ def train(config: Config, scene_path: Path, workdir: Path, *, show_progress: boo
     rollbacks = _RollbackGuard()
     try:
         while step < tc.max_steps:
-            batch = global_batch(mesh, next(iterator))
+            batch = global_batch(mesh, next(iterator), BATCH_FIELDS)
             state, metrics = train_step(state, batch)
             step += 1
             stop = should_stop is not None and should_stop(step)
@@ -155,8 +170,9 @@ class _RollbackGuard:
         return self.counts[to_step]
 
 
-def _roll_back(manager, state, step: int, streak: int, logger: MetricsLogger, bar: ProgressBar,
-               guard: _RollbackGuard):
+def _roll_back(
+    manager, state, step: int, streak: int, logger: MetricsLogger, bar: ProgressBar, guard: _RollbackGuard
+):
     """Back to the latest checkpoint after ``streak`` consecutive non-finite steps.
     The data iterator is not rewound, so the run moves past the batches that failed."""
     manager.wait_until_finished()
@@ -187,7 +203,12 @@ class _TestViewRenderer:
         self.mesh = mesh
         index = scene.test_indices[0] if len(scene.test_indices) else scene.train_indices[0]
         self.rays = image_rays(scene, index, config.model.near, config.model.far)
-        self.chunk = min(config.render.chunk_size, int(scene.widths[index] * scene.heights[index]))
+        self.chunk = choose_chunk(
+            config.render.chunk_size,
+            int(scene.widths[index] * scene.heights[index]),
+            chunk_unit(mesh),
+            config.model,
+        )
 
     def log(self, logger: MetricsLogger, step: int, params) -> None:
         out = render_image(self.render_fn, params, self.rays, self.chunk, self.mesh)

@@ -3,7 +3,7 @@ multipliers from ``config.train``)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

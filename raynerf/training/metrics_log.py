@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -40,7 +40,9 @@ class MetricsLogger:
     def image(self, step: int, tag: str, image: np.ndarray) -> None:
         """image: [H, W, 3] float in [0, 1] or [H, W] gray."""
         if self.enabled:
-            self._writer.add_image(tag, np.clip(image, 0, 1), step, dataformats="HWC" if image.ndim == 3 else "HW")
+            self._writer.add_image(
+                tag, np.clip(image, 0, 1), step, dataformats="HWC" if image.ndim == 3 else "HW"
+            )
             self._writer.flush()
 
     def close(self) -> None:

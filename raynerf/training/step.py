@@ -8,23 +8,23 @@ pod slice: only the mesh changes.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from raynerf.config import Config
 from raynerf.errors import RaynerfError
+from raynerf.mesh import batch_sharding, micro_batches, replicated, split_micro_batches
 from raynerf.model.mipnerf360 import MipNerf360, draw_jitter
 from raynerf.model.rays import RAY_WIDTHS, Rays
 from raynerf.training import losses
 from raynerf.training.optim import learning_rate
 
-DATA_AXIS = "data"
 BATCH_WIDTHS = {**RAY_WIDTHS, "rgb": 3}
 BATCH_FIELDS = tuple(BATCH_WIDTHS)
 
@@ -41,26 +41,17 @@ class TrainState:
     nonfinite_total: jnp.ndarray  # int32: all skipped steps
 
 
-def make_mesh(devices=None) -> Mesh:
-    """A 1-D mesh over every device of every process."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(np.asarray(devices, dtype=object).reshape(-1), (DATA_AXIS,))
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec())
-
-
 def example_rays(batch_size: int = 1) -> Rays:
     """A ray batch of the right structure for shape inference."""
     ones = lambda k: jnp.ones((batch_size, k), jnp.float32)
-    return Rays(origins=jnp.zeros((batch_size, 3)), directions=ones(3) / jnp.sqrt(3.0),
-                viewdirs=ones(3) / jnp.sqrt(3.0), radii=ones(1) * 1e-3,
-                near=ones(1) * 0.2, far=ones(1) * 1e6)
+    return Rays(
+        origins=jnp.zeros((batch_size, 3)),
+        directions=ones(3) / jnp.sqrt(3.0),
+        viewdirs=ones(3) / jnp.sqrt(3.0),
+        radii=ones(1) * 1e-3,
+        near=ones(1) * 0.2,
+        far=ones(1) * 1e6,
+    )
 
 
 def create_train_state(
@@ -104,9 +95,7 @@ def compute_losses(
     )
     distortion = losses.distortion_loss(final["sdist"], final["weights"])
     loss = (
-        tc.data_loss_mult * data
-        + tc.interlevel_loss_mult * interlevel
-        + tc.distortion_loss_mult * distortion
+        tc.data_loss_mult * data + tc.interlevel_loss_mult * interlevel + tc.distortion_loss_mult * distortion
     )
     terms = {
         "loss_data": data,
@@ -115,30 +104,6 @@ def compute_losses(
         "mse": jnp.mean((final["rgb"] - batch["rgb"]) ** 2),
     }
     return loss, terms
-
-
-def split_micro_batches(tree, num_micro: int, mesh: Mesh):
-    """[batch, ...] arrays -> [num_micro, batch / num_micro, ...]. Micro-batch ``m``
-    takes rows ``m, m + num_micro, ...``, so every device holds an equal share of each
-    micro-batch and no data moves between devices."""
-
-    def split(x):
-        x = x.reshape((x.shape[0] // num_micro, num_micro) + x.shape[1:]).swapaxes(0, 1)
-        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(None, DATA_AXIS)))
-
-    return jax.tree.map(split, tree)
-
-
-def join_micro_batches(tree, mesh: Mesh):
-    """The inverse of :func:`split_micro_batches`: [num_micro, rows, ...] ->
-    [num_micro * rows, ...] in the original row order, sharded along the batch."""
-
-    def join(x):
-        x = x.swapaxes(0, 1)
-        x = x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
-        return jax.lax.with_sharding_constraint(x, batch_sharding(mesh))
-
-    return jax.tree.map(join, tree)
 
 
 def loss_and_grads(
@@ -180,8 +145,7 @@ def make_train_step(
         jitter = draw_jitter(key, config.model, batch["rgb"].shape[:1])
         jitter = jax.lax.with_sharding_constraint(jitter, batch_sharding(mesh))
         train_frac = jnp.clip(state.step / config.train.max_steps, 0.0, 1.0)
-        (loss, terms), grads = loss_and_grads(
-            config, model, state.params, batch, jitter, train_frac, mesh)
+        (loss, terms), grads = loss_and_grads(config, model, state.params, batch, jitter, train_frac, mesh)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -197,8 +161,9 @@ def make_train_step(
         )
         terms = dict(terms)
         terms["psnr"] = -10.0 * jnp.log10(terms.pop("mse"))
-        metrics = dict(terms, loss=loss, grad_norm=grad_norm, skipped=skipped,
-                       lr=learning_rate(config.train, state.step))
+        metrics = dict(
+            terms, loss=loss, grad_norm=grad_norm, skipped=skipped, lr=learning_rate(config.train, state.step)
+        )
         return new_state, metrics
 
     return train_step
@@ -217,67 +182,26 @@ def jit_train_step(config: Config, model: MipNerf360, tx, mesh: Mesh, state: Tra
 
 
 def batch_spec(mesh: Mesh, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
-    """The global batch's shapes, dtypes and shardings: what :func:`global_batch`
-    returns, for compiling the step before any data has arrived."""
-    sharding = batch_sharding(mesh)
-    return {name: jax.ShapeDtypeStruct((batch_size, BATCH_WIDTHS[name]), jnp.float32, sharding=sharding)
-            for name in BATCH_FIELDS}
-
-
-def global_batch(mesh: Mesh, local_batch: dict) -> dict:
-    """Host-local numpy arrays of this process's shard -> global arrays on the mesh."""
+    """The global batch's shapes, dtypes and shardings: what
+    :func:`~raynerf.mesh.global_batch` returns, for compiling the step before any data has arrived."""
     sharding = batch_sharding(mesh)
     return {
-        name: jax.make_array_from_process_local_data(sharding, local_batch[name])
+        name: jax.ShapeDtypeStruct((batch_size, BATCH_WIDTHS[name]), jnp.float32, sharding=sharding)
         for name in BATCH_FIELDS
     }
 
 
-# Rays per device in each micro-batch when the CPU picks the micro-batches. One pass
-# over a large batch streams every layer's activations through memory; passes this
-# small keep them in the caches. Paired timing on a 2-core EPYC (benchmarks/lockstep.py,
-# batch 1024) against one pass: `tiny` 1.07-1.15x, `360` 1.07-1.18x; 64 rays 1.06-1.13x;
-# 16 rays 0.93-1.04x.
-CPU_MICRO_BATCH_RAYS = 32
-
-
-def pass_rays(mesh: Mesh) -> int:
-    """The fewest rays per device a pass should hold when the devices choose the passes:
-    :data:`CPU_MICRO_BATCH_RAYS` on the CPU; 0 (the whole share in one pass) on GPU and TPU."""
-    return CPU_MICRO_BATCH_RAYS if mesh.devices.flat[0].platform == "cpu" else 0
-
-
-def micro_batches(grad_accum_steps: int, batch_size: int, mesh: Mesh) -> int:
-    """How many micro-batches (passes) ``batch_size`` rays run as on ``mesh``.
-
-    ``grad_accum_steps`` > 0 is taken as given. 0 lets the devices decide: on GPU and
-    TPU one pass; on the CPU passes of about :func:`pass_rays` rays per device: the
-    largest divisor of each device's share that leaves at least that many.
-    """
-    if grad_accum_steps > 0:
-        return grad_accum_steps
-    least = pass_rays(mesh)
-    if not least:
-        return 1
-    share = batch_size // mesh.devices.size
-    most = max(1, share // least)
-    return max(m for m in range(1, most + 1) if share % m == 0)
-
-
-def check_batch_size(batch_size: int, num_devices: int, grad_accum_steps: int = 1) -> None:
+def check_batch_size(batch_size: int, num_devices: int, grad_accum_steps: int | str = "auto") -> None:
     """The global batch must split evenly over all devices (and so over processes),
-    and each device's share evenly into ``grad_accum_steps`` micro-batches (0: chosen
-    by :func:`micro_batches`, which always splits evenly)."""
-    if grad_accum_steps < 0:
-        raise RaynerfError(
-            f"train.grad_accum_steps must be 0 (chosen for the device) or more, got {grad_accum_steps}")
-    unit = num_devices * max(1, grad_accum_steps)
-    if batch_size <= 0 or batch_size % unit:
+    and each device's share evenly into ``grad_accum_steps`` micro-batches (``"auto"``:
+    chosen by :func:`~raynerf.mesh.micro_batches`, which always splits evenly)."""
+    passes = 1 if grad_accum_steps == "auto" else int(grad_accum_steps)
+    unit = num_devices * passes
+    if batch_size % unit:
         lower = max(unit, batch_size // unit * unit)
         upper = (batch_size // unit + 1) * unit
         nearest = lower if batch_size - lower <= upper - batch_size else upper
-        over = f"{num_devices} devices" + (
-            f" x {grad_accum_steps} micro-batches" if grad_accum_steps > 1 else "")
+        over = f"{num_devices} devices" + (f" x {passes} micro-batches" if passes > 1 else "")
         raise RaynerfError(
             f"train.batch_size={batch_size} does not divide evenly over {over}; "
             f"the nearest valid size is {nearest}: use --set train.batch_size={nearest}"

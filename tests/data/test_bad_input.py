@@ -21,7 +21,9 @@ def scene(small_scene, tmp_path) -> Path:
 
 
 def _info(data_dir: Path, *extra: str, scene: str = "scene"):
-    return CliRunner().invoke(main, ["info", "--scene", scene, "--data-dir", str(data_dir), "--factor", "8", *extra])
+    return CliRunner().invoke(
+        main, ["info", "--scene", scene, "--data-dir", str(data_dir), "--factor", "8", *extra]
+    )
 
 
 def _assert_one_error(result, *fragments: str):
@@ -73,7 +75,8 @@ def test_no_registered_images(scene):
     shutil.rmtree(model)
     recon = pycolmap.Reconstruction()
     recon.add_camera_with_trivial_rig(
-        pycolmap.Camera(model="PINHOLE", width=160, height=120, params=[144, 144, 80, 60], camera_id=1))
+        pycolmap.Camera(model="PINHOLE", width=160, height=120, params=[144, 144, 80, 60], camera_id=1)
+    )
     model.mkdir()
     recon.write(str(model))
     _assert_one_error(_info(scene.parent), str(model / "images.bin"), "no registered images")

@@ -67,4 +67,6 @@ def test_normalisation_puts_cameras_in_unit_cube(bonsai8):
     centres = bonsai8.camtoworlds[:, :, 3]
     assert np.abs(centres).max() == pytest.approx(1.0, abs=1e-5)
     rotations = bonsai8.camtoworlds[:, :, :3].astype(np.float64)
-    np.testing.assert_allclose(rotations @ rotations.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rotations.shape), atol=1e-5)
+    np.testing.assert_allclose(
+        rotations @ rotations.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rotations.shape), atol=1e-5
+    )

@@ -89,11 +89,17 @@ def test_processes_caching_one_scene_at_once_all_succeed(small_scene, tmp_path):
         "print(int(pixels.astype(np.int64).sum()))\n"
     )
     cache_dir = tmp_path / "shared-cache"
-    runs = [subprocess.Popen([sys.executable, "-c", script, str(small_scene), str(cache_dir)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(4)]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(small_scene), str(cache_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     results = [run.communicate(timeout=300) for run in runs]
-    for run, (out, err) in zip(runs, results):
+    for run, (_, err) in zip(runs, results):
         assert run.returncode == 0, err
     expected = int(cache.load_pixels(load_scene(small_scene, 8), cache_dir)[0].astype(np.int64).sum())
     assert [int(out) for out, _ in results] == [expected] * 4

@@ -32,10 +32,10 @@ def test_distortion_jacobian_matches_finite_differences():
     uv = rng.uniform(-0.5, 0.5, size=(50, 2))
     dist = np.array([-0.2, 0.05, 0.003, -0.002])
     eps = 1e-6
-    numeric = np.stack([
-        (cam.distort(uv + eps * e, dist) - cam.distort(uv - eps * e, dist)) / (2 * eps)
-        for e in np.eye(2)
-    ], -1)
+    numeric = np.stack(
+        [(cam.distort(uv + eps * e, dist) - cam.distort(uv - eps * e, dist)) / (2 * eps) for e in np.eye(2)],
+        -1,
+    )
     np.testing.assert_allclose(cam._distort_jacobian(uv, dist), numeric, atol=1e-7)
 
 
@@ -57,7 +57,9 @@ def test_projection_matches_pycolmap(model):
     colmap_cam = pycolmap.Camera(model=model, width=320, height=240, params=params)
     ours = cam.intrinsics_from_colmap(model, 320, 240, params)
     rng = np.random.default_rng(2)
-    points = np.concatenate([rng.uniform(-0.4, 0.4, (100, 2)), np.ones((100, 1))], -1) * rng.uniform(1, 5, (100, 1))
+    points = np.concatenate([rng.uniform(-0.4, 0.4, (100, 2)), np.ones((100, 1))], -1) * rng.uniform(
+        1, 5, (100, 1)
+    )
     expected = colmap_cam.img_from_cam(points)
     np.testing.assert_allclose(cam.project(points, np.eye(4)[:3], ours.as_array()), expected, atol=1e-8)
 

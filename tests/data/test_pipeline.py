@@ -1,13 +1,13 @@
 """The grain pipeline: shard disjointness and coverage, determinism, exact resume, contents."""
 
+import grain
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-import grain
 
 from raynerf.config import Config
 from raynerf.data.cache import load_pixels
-from raynerf.data.pipeline import RayBatches, make_train_iterator, permute, epoch_key
+from raynerf.data.pipeline import RayBatches, epoch_key, make_train_iterator, permute
 from raynerf.data.scene import load_scene
 from raynerf.errors import RaynerfError
 
@@ -51,7 +51,7 @@ def test_epoch_boundary_inside_a_batch_still_covers(scene_and_pixels):
     total = batches.table.size
     stream = np.concatenate([batches.pixel_ids(i) for i in range(40)])
     np.testing.assert_array_equal(np.sort(stream[:total]), np.arange(total))
-    np.testing.assert_array_equal(np.sort(stream[total:2 * total]), np.arange(total))
+    np.testing.assert_array_equal(np.sort(stream[total : 2 * total]), np.arange(total))
 
 
 def test_batches_hold_the_right_pixels_and_rays(scene_and_pixels):

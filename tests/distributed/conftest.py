@@ -11,9 +11,14 @@ from pathlib import Path
 import pytest
 
 TINY = (
-    "train.batch_size=64", "model.nerf_net_width=16", "model.prop_net_width=8",
-    "model.num_prop_samples=16", "model.num_nerf_samples=8", "train.log_every=1",
-    "data.factor=1", "train.render_every=0",
+    "train.batch_size=64",
+    "model.nerf_net_width=16",
+    "model.prop_net_width=8",
+    "model.num_prop_samples=16",
+    "model.num_nerf_samples=8",
+    "train.log_every=1",
+    "data.factor=1",
+    "train.render_every=0",
 )
 
 
@@ -38,8 +43,10 @@ def tiny_scene(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tiny_scene")
     scene = make_scene(root / "scene", num_images=8, width=64, height=48)
     config = tiny_config(root / "cache")
-    load_pixels(load_scene(scene, config.data.factor, config.data.llffhold,
-                           config.data.downsample_missing), root / "cache")
+    load_pixels(
+        load_scene(scene, config.data.factor, config.data.llffhold, config.data.downsample_missing),
+        root / "cache",
+    )
     return scene, root / "cache"
 
 
@@ -51,10 +58,11 @@ def tiny_config(cache: Path, *overrides: str):
 
 def restore_state(workdir: Path, config, step: int):
     """The train state saved at ``step`` in ``workdir``, restored on this process's devices."""
+    from raynerf.mesh import make_mesh
     from raynerf.model.mipnerf360 import MipNerf360
     from raynerf.training import checkpoints
     from raynerf.training.optim import make_optimizer
-    from raynerf.training.step import create_train_state, make_mesh
+    from raynerf.training.step import create_train_state
 
     model = MipNerf360(config.model)
     tx = make_optimizer(config.train)

@@ -4,7 +4,6 @@ process is left behind. Slow: the driver runs as its own process with its own Ra
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,8 +11,8 @@ import time
 
 import psutil
 import pytest
-
 from conftest import TINY, checkpoint_steps, restore_state, tiny_config
+
 from raynerf.training.metrics_log import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -26,11 +25,28 @@ def _logged_steps(workdir) -> list[int]:
 def test_ctrl_c_checkpoints_the_current_step(tiny_scene, tmp_path):
     scene, cache = tiny_scene
     workdir = tmp_path / "run"
-    overrides = [a for kv in TINY + (f"data.cache_dir={cache}", "train.checkpoint_every=1000")
-                 for a in ("--set", kv)]
-    command = [sys.executable, "-c", "from raynerf.cli import main; main()", "train",
-               "--scene", scene.name, "--data-dir", str(scene.parent), "--config", "tiny",
-               "--workdir", str(workdir), "--hosts", "2", "--steps", "400", *overrides]
+    overrides = [
+        a for kv in TINY + (f"data.cache_dir={cache}", "train.checkpoint_every=1000") for a in ("--set", kv)
+    ]
+    command = [
+        sys.executable,
+        "-c",
+        "from raynerf.cli import main; main()",
+        "train",
+        "--scene",
+        scene.name,
+        "--data-dir",
+        str(scene.parent),
+        "--config",
+        "tiny",
+        "--workdir",
+        str(workdir),
+        "--hosts",
+        "2",
+        "--steps",
+        "400",
+        *overrides,
+    ]
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 400

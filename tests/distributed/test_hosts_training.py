@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import checkpoint_steps, restore_state, tiny_config
+
 from raynerf.distributed.hosts import HostGroupSpec
 from raynerf.distributed.launch import launch
 from raynerf.training.metrics_log import read_metrics
@@ -33,8 +33,9 @@ def test_one_host_two_devices_equals_two_hosts_one_device(ray_local, tiny_scene,
     runs = {}
     for hosts, devices in [(1, 2), (2, 1)]:
         workdir = tmp_path / f"{hosts}x{devices}"
-        result = launch(config, scene, workdir, HostGroupSpec(hosts, devices, max_restarts=0),
-                        show_progress=False)
+        result = launch(
+            config, scene, workdir, HostGroupSpec(hosts, devices, max_restarts=0), show_progress=False
+        )
         assert result.step == 20 and not result.stopped and result.restarts == []
         runs[hosts] = workdir
     one, two = _losses(runs[1]), _losses(runs[2])
@@ -51,8 +52,7 @@ def test_one_host_two_devices_equals_two_hosts_one_device(ray_local, tiny_scene,
 
 def test_killed_host_restarts_from_checkpoint_and_finishes(ray_local, tiny_scene, tmp_path):
     scene, cache = tiny_scene
-    config = tiny_config(cache, "train.max_steps=14", "train.checkpoint_every=4",
-                         "train.keep_checkpoints=10")
+    config = tiny_config(cache, "train.max_steps=14", "train.checkpoint_every=4", "train.keep_checkpoints=10")
     workdir = tmp_path / "elastic"
     killed = {}
 
@@ -61,8 +61,9 @@ def test_killed_host_restarts_from_checkpoint_and_finishes(ray_local, tiny_scene
             killed["pid"], killed["step"] = state["pids"][1], state["step"]
             os.kill(state["pids"][1], signal.SIGKILL)
 
-    result = launch(config, scene, workdir, HostGroupSpec(2, 1, max_restarts=2),
-                    show_progress=False, on_state=kill_host_1)
+    result = launch(
+        config, scene, workdir, HostGroupSpec(2, 1, max_restarts=2), show_progress=False, on_state=kill_host_1
+    )
     assert killed, "the run ended before host 1 could be killed"
     assert result.step == 14 and not result.stopped
     records = read_metrics(workdir)
@@ -86,11 +87,30 @@ def test_user_error_on_a_host_is_one_error_line(ray_local, tiny_scene, tmp_path)
 
     _, cache = tiny_scene
     (tmp_path / "data" / "broken").mkdir(parents=True)
-    result = CliRunner().invoke(main, [
-        "train", "--scene", "broken", "--data-dir", str(tmp_path / "data"), "--config", "tiny",
-        "--workdir", str(tmp_path / "run"), "--hosts", "2", "--max-restarts", "3",
-        "--set", f"data.cache_dir={cache}", "--set", "data.factor=1", "--steps", "5",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--scene",
+            "broken",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--config",
+            "tiny",
+            "--workdir",
+            str(tmp_path / "run"),
+            "--hosts",
+            "2",
+            "--max-restarts",
+            "3",
+            "--set",
+            f"data.cache_dir={cache}",
+            "--set",
+            "data.factor=1",
+            "--steps",
+            "5",
+        ],
+    )
     assert result.exit_code == 1, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "broken" in errors[0], result.output

@@ -58,6 +58,22 @@ def test_stop_step_is_agreed_by_hosts_at_different_steps(ray_local):
     assert not ray_local.get(monitor.should_stop.remote(attempt - 1, 9))  # a stale group never stops
 
 
+def test_stop_step_is_agreed_when_hosts_ask_only_at_logged_steps(ray_local):
+    """Hosts ask every 5 steps (their logged steps). Host 0 has asked at 15, host 1 only
+    at 10 when the stop is requested: the stop step is 20, the next asked step after 15,
+    which neither has passed (host 1 is somewhere in 10..14, host 0 in 15..19)."""
+    from raynerf.distributed.hosts import RunMonitor
+
+    monitor = RunMonitor.remote()
+    attempt = ray_local.get(monitor.begin_attempt.remote())
+    ask = lambda step: ray_local.get(monitor.should_stop.remote(attempt, step, 5))
+    assert not ask(10) and not ask(15) and not ask(10)
+    ray_local.get(monitor.request_stop.remote())
+    assert not ask(15)  # host 1 reaches 15: the stop step becomes 20
+    assert ask(20)  # host 0
+    assert ask(20)  # host 1, at the same step
+
+
 def test_restart_event_carries_the_cause(ray_local):
     from raynerf.distributed.hosts import RunMonitor
 
@@ -68,7 +84,9 @@ def test_restart_event_carries_the_cause(ray_local):
     ray_local.get(monitor.record_failure.remote("host 0: a later report of the same failure"))
     assert ray_local.get(monitor.begin_attempt.remote()) == 2
     events = ray_local.get(monitor.take_unwritten_events.remote())
-    assert events == [{"event": "restart", "restart": 1, "cause": "host 1: ActorDiedError: killed", "step": 6}]
+    assert events == [
+        {"event": "restart", "restart": 1, "cause": "host 1: ActorDiedError: killed", "step": 6}
+    ]
     assert ray_local.get(monitor.take_unwritten_events.remote()) == []
 
 
@@ -83,8 +101,13 @@ def test_cluster_file_passes_rays_validation():
 
     config = _prepared()
     validate_config(config)
-    tpu = config["available_node_types"][next(
-        name for name, t in config["available_node_types"].items() if "acceleratorType" in t["node_config"])]
+    tpu = config["available_node_types"][
+        next(
+            name
+            for name, t in config["available_node_types"].items()
+            if "acceleratorType" in t["node_config"]
+        )
+    ]
     assert tpu["node_config"]["runtimeVersion"]
     assert config["provider"]["type"] == "gcp"
     assert any("[tpu]" in cmd for cmd in config["worker_setup_commands"])

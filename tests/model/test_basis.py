@@ -61,7 +61,7 @@ def test_angle_structure_is_icosahedral():
     basis = icosahedron_basis(2).astype(np.float64)
     angles = np.degrees(np.arccos(np.clip(np.abs(basis.T @ basis), 0, 1)))
     np.fill_diagonal(angles, np.nan)
-    half_edge = np.degrees(np.arctan(1 / GOLDEN)) # vertex to neighbouring edge midpoint
+    half_edge = np.degrees(np.arctan(1 / GOLDEN))  # vertex to neighbouring edge midpoint
     expected = {
         round(half_edge, 2),  # 31.72
         36.0,  # between two-fold axes of one face

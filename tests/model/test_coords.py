@@ -16,6 +16,7 @@ class coords:  # noqa: N801 - the module's functions, jitted (much faster than e
     contract_gaussians = jax.jit(_coords.contract_gaussians)
     lift_gaussians = jax.jit(_coords.lift_gaussians, static_argnames=("min_deg", "max_deg"))
     damped_sin_cos = jax.jit(_coords.damped_sin_cos)
+    integrated_pos_enc = jax.jit(_coords.integrated_pos_enc, static_argnames=("min_deg", "max_deg"))
     pos_enc = jax.jit(_coords.pos_enc, static_argnames=("min_deg", "max_deg", "append_identity"))
     construct_ray_warps = staticmethod(_coords.construct_ray_warps)
 
@@ -79,7 +80,9 @@ def test_contract_outside_matches_reference_and_stays_in_radius_two():
 
 
 def test_contract_huge_points_are_finite_with_finite_gradients():
-    x = jnp.array([[1e6, 0, 0], [0, -1e10, 0], [3e25, -4e25, 1e20], [1e30, 1e30, 1e30], [0, 0, 0]], jnp.float32)
+    x = jnp.array(
+        [[1e6, 0, 0], [0, -1e10, 0], [3e25, -4e25, 1e20], [1e30, 1e30, 1e30], [0, 0, 0]], jnp.float32
+    )
     y = coords.contract(x)
     assert np.all(np.isfinite(y))
     np.testing.assert_allclose(np.linalg.norm(y[:4], axis=-1), 2.0, rtol=1e-5)
@@ -104,9 +107,7 @@ def test_contract_jacobian_matches_finite_differences_and_autodiff():
     jac = np.asarray(coords.contract_jacobian(jnp.asarray(x, jnp.float32)))
     # Central differences of the float64 reference, step relative to |x|.
     h = 1e-6 * np.maximum(np.linalg.norm(x, axis=-1), 1.0)[:, None]
-    fd = np.stack(
-        [(_contract_np(x + h * e) - _contract_np(x - h * e)) / (2 * h) for e in np.eye(3)], axis=-1
-    )
+    fd = np.stack([(_contract_np(x + h * e) - _contract_np(x - h * e)) / (2 * h) for e in np.eye(3)], axis=-1)
     np.testing.assert_allclose(jac, fd, atol=1e-5, rtol=1e-4)
     autodiff = jax.jit(jax.vmap(jax.jacfwd(_coords.contract)))(jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(jac, autodiff, atol=1e-5, rtol=1e-4)
@@ -121,9 +122,13 @@ def test_contract_gaussians_matches_monte_carlo_push():
         pts = rng.multivariate_normal(mean, cov, size=num_samples)
         pushed = _contract_np(pts)
         mc_mean, mc_cov = pushed.mean(0), np.cov(pushed.T)
-        new_mean, new_cov = coords.contract_gaussians(jnp.asarray(mean, jnp.float32), jnp.asarray(cov, jnp.float32))
+        new_mean, new_cov = coords.contract_gaussians(
+            jnp.asarray(mean, jnp.float32), jnp.asarray(cov, jnp.float32)
+        )
         scale = np.linalg.norm(mc_cov)
-        np.testing.assert_allclose(new_mean, mc_mean, atol=0.05 * np.sqrt(scale))  # linearisation ignores the O(sigma^2) bias
+        np.testing.assert_allclose(
+            new_mean, mc_mean, atol=0.05 * np.sqrt(scale)
+        )  # linearisation ignores the O(sigma^2) bias
         assert np.linalg.norm(np.asarray(new_cov) - mc_cov) < 0.03 * scale
 
 
@@ -149,23 +154,37 @@ def test_lift_gaussians_scales_each_octave_by_powers_of_two():
     basis = rng.normal(size=(3, 5))
     min_deg, max_deg = 2, 6
     lifted_means, lifted_vars = coords.lift_gaussians(
-        jnp.asarray(means, jnp.float32), jnp.asarray(covs, jnp.float32), jnp.asarray(basis, jnp.float32),
-        min_deg=min_deg, max_deg=max_deg,
+        jnp.asarray(means, jnp.float32),
+        jnp.asarray(covs, jnp.float32),
+        jnp.asarray(basis, jnp.float32),
+        min_deg=min_deg,
+        max_deg=max_deg,
     )
     assert lifted_means.shape == lifted_vars.shape == (3, 4, 4 * 5)
-    for l, deg in enumerate(range(min_deg, max_deg)):
+    for lvl, deg in enumerate(range(min_deg, max_deg)):
         for k in range(5):
             b = basis[:, k]
-            np.testing.assert_allclose(lifted_means[..., l * 5 + k], 2.0**deg * (means @ b), rtol=1e-5, atol=1e-4)
-            np.testing.assert_allclose(lifted_vars[..., l * 5 + k], 4.0**deg * np.einsum("i,...ij,j->...", b, covs, b),
-                                       rtol=1e-5, atol=1e-3)
+            np.testing.assert_allclose(
+                lifted_means[..., lvl * 5 + k], 2.0**deg * (means @ b), rtol=1e-5, atol=1e-4
+            )
+            np.testing.assert_allclose(
+                lifted_vars[..., lvl * 5 + k],
+                4.0**deg * np.einsum("i,...ij,j->...", b, covs, b),
+                rtol=1e-5,
+                atol=1e-3,
+            )
 
 
 def _encode(means, covs, basis, min_deg, max_deg):
-    """The MLPs' integrated positional encoding, concatenated: [..., 2 * L * K]."""
-    lifted = coords.lift_gaussians(jnp.asarray(means, jnp.float32), jnp.asarray(covs, jnp.float32),
-                                   jnp.asarray(basis, jnp.float32), min_deg=min_deg, max_deg=max_deg)
-    return np.concatenate([np.asarray(h) for h in coords.damped_sin_cos(*lifted)], axis=-1)
+    """:func:`coords.integrated_pos_enc` in float32, concatenated: [..., 2 * L * K]."""
+    halves = coords.integrated_pos_enc(
+        jnp.asarray(means, jnp.float32),
+        jnp.asarray(covs, jnp.float32),
+        jnp.asarray(basis, jnp.float32),
+        min_deg=min_deg,
+        max_deg=max_deg,
+    )
+    return np.concatenate([np.asarray(h) for h in halves], axis=-1)
 
 
 def test_integrated_pos_enc_matches_the_float64_closed_form():
@@ -180,13 +199,16 @@ def test_integrated_pos_enc_matches_the_float64_closed_form():
     assert enc.shape == (64, 2 * 12 * 21)
     m = means @ basis
     v = np.einsum("ik,nij,jk->nk", basis, covs, basis)
-    for l in range(12):
-        damping = np.exp(-0.5 * 4.0**l * v)
+    for lvl in range(12):
+        damping = np.exp(-0.5 * 4.0**lvl * v)
         # The float32 projection's rounding (an ulp of |m| <= 2) is scaled by 2^l.
-        atol = 1e-6 * 2.0**l + 1e-6
-        np.testing.assert_allclose(enc[:, l * 21:(l + 1) * 21], np.sin(2.0**l * m) * damping, rtol=0, atol=atol)
-        np.testing.assert_allclose(enc[:, 252 + l * 21:252 + (l + 1) * 21], np.cos(2.0**l * m) * damping,
-                                   rtol=0, atol=atol)
+        atol = 1e-6 * 2.0**lvl + 1e-6
+        np.testing.assert_allclose(
+            enc[:, lvl * 21 : (lvl + 1) * 21], np.sin(2.0**lvl * m) * damping, rtol=0, atol=atol
+        )
+        np.testing.assert_allclose(
+            enc[:, 252 + lvl * 21 : 252 + (lvl + 1) * 21], np.cos(2.0**lvl * m) * damping, rtol=0, atol=atol
+        )
 
 
 def test_integrated_pos_enc_matches_monte_carlo_expectation():
@@ -201,10 +223,10 @@ def test_integrated_pos_enc_matches_monte_carlo_expectation():
     enc = _encode(mean, cov, basis, min_deg, max_deg)
     x = rng.multivariate_normal(mean, cov, size=num_samples) @ basis  # [samples, K]
     num = (max_deg - min_deg) * 4
-    for l, deg in enumerate(range(min_deg, max_deg)):
+    for lvl, deg in enumerate(range(min_deg, max_deg)):
         for k in range(4):
-            np.testing.assert_allclose(enc[l * 4 + k], np.sin(2**deg * x[:, k]).mean(), atol=5e-3)
-            np.testing.assert_allclose(enc[num + l * 4 + k], np.cos(2**deg * x[:, k]).mean(), atol=5e-3)
+            np.testing.assert_allclose(enc[lvl * 4 + k], np.sin(2**deg * x[:, k]).mean(), atol=5e-3)
+            np.testing.assert_allclose(enc[num + lvl * 4 + k], np.cos(2**deg * x[:, k]).mean(), atol=5e-3)
 
 
 @pytest.mark.parametrize("min_deg,max_deg", [(0, 4), (2, 5)])
@@ -227,9 +249,16 @@ def test_sin_cos_matches_float64_reference_over_the_encoded_range():
     largest argument the encodings form (2 * 2^11)."""
     rng = np.random.default_rng(12)
     quarter = np.pi / 4 * np.arange(-40, 41)
-    x = np.concatenate([rng.uniform(-4096.0, 4096.0, 200_000), rng.uniform(-7.0, 7.0, 20_000),
-                        quarter, np.nextafter(quarter, np.inf), np.nextafter(quarter, -np.inf),
-                        [0.0, 4096.0, -4096.0]]).astype(np.float32)
+    x = np.concatenate(
+        [
+            rng.uniform(-4096.0, 4096.0, 200_000),
+            rng.uniform(-7.0, 7.0, 20_000),
+            quarter,
+            np.nextafter(quarter, np.inf),
+            np.nextafter(quarter, -np.inf),
+            [0.0, 4096.0, -4096.0],
+        ]
+    ).astype(np.float32)
     sin, cos = jax.jit(_coords.sin_cos)(jnp.asarray(x))
     x64 = x.astype(np.float64)
     np.testing.assert_allclose(np.asarray(sin), np.sin(x64), rtol=0, atol=2e-7)

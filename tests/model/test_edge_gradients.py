@@ -28,13 +28,14 @@ def test_encoding_composite_has_finite_gradients():
     def encode(origins, directions, radii, tdist):
         means, covs = gaussians.cast_rays(tdist, origins, directions, radii)
         means, covs = coords.contract_gaussians(means, covs)
-        halves = coords.damped_sin_cos(*coords.lift_gaussians(means, covs, icosahedron, 0, 12))
-        return jnp.concatenate(halves, axis=-1)
+        return jnp.concatenate(coords.integrated_pos_enc(means, covs, icosahedron, 0, 12), axis=-1)
 
     features = jax.jit(encode)(origins, AXIS_DIRECTIONS, radii, tdist)
     assert features.shape == (num_rays, TDIST.shape[0] - 1, 2 * 21 * 12)
     assert _all_finite(features)
-    grads = jax.jit(jax.grad(lambda *a: jnp.sum(encode(*a)), argnums=(0, 1, 2, 3)))(origins, AXIS_DIRECTIONS, radii, tdist)
+    grads = jax.jit(jax.grad(lambda *a: jnp.sum(encode(*a)), argnums=(0, 1, 2, 3)))(
+        origins, AXIS_DIRECTIONS, radii, tdist
+    )
     assert _all_finite(grads)
 
 
@@ -59,7 +60,9 @@ def test_step_function_losses_have_finite_gradients():
 
     g_dist = jax.jit(jax.grad(stepfun.lossfun_distortion, argnums=(0, 1)))(sdist, weights)
     assert _all_finite(g_dist)
-    g_outer = jax.jit(jax.grad(lambda w, we: jnp.sum(stepfun.lossfun_outer(sdist, w, env_s, we)), argnums=(0, 1)))(weights, env_w)
+    g_outer = jax.jit(
+        jax.grad(lambda w, we: jnp.sum(stepfun.lossfun_outer(sdist, w, env_s, we)), argnums=(0, 1))
+    )(weights, env_w)
     assert _all_finite(g_outer)
     assert np.any(np.asarray(g_outer[1]) != 0)
 

@@ -42,7 +42,10 @@ def test_frustum_moments_match_monte_carlo(d, t0, t1, radius):
     assert len(pts) > 50_000
     mc_mean, mc_cov = pts.mean(0), np.cov(pts.T)
     mean, cov = frustum_to_gaussian(
-        jnp.asarray(d, jnp.float32), jnp.array([t0], jnp.float32), jnp.array([t1], jnp.float32), jnp.array([radius], jnp.float32)
+        jnp.asarray(d, jnp.float32),
+        jnp.array([t0], jnp.float32),
+        jnp.array([t1], jnp.float32),
+        jnp.array([radius], jnp.float32),
     )
     assert mean.shape == (1, 3) and cov.shape == (1, 3, 3)
     scale = np.sqrt(np.linalg.norm(mc_cov))
@@ -67,7 +70,9 @@ def test_stable_moments_match_exact_arithmetic(t0, t1):
     t0, t1 = float(np.float32(t0)), float(np.float32(t1))
     d = np.array([0.0, 0.0, 1.0])  # exactly unit in float32, so the moments read off directly
     radius = 0.01
-    mean, cov = frustum_to_gaussian(jnp.asarray(d, jnp.float32), jnp.array([t0]), jnp.array([t1]), jnp.array([radius]))
+    mean, cov = frustum_to_gaussian(
+        jnp.asarray(d, jnp.float32), jnp.array([t0]), jnp.array([t1]), jnp.array([radius])
+    )
     e_t, var_t, e_t2 = _exact_moments(t0, t1)
     np.testing.assert_allclose(np.asarray(mean[0]) @ d, e_t, rtol=1e-5)
     np.testing.assert_allclose(d @ np.asarray(cov[0], np.float64) @ d, var_t, rtol=1e-4)

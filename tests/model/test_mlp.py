@@ -16,14 +16,17 @@ def _reference(params, parts):
     return nn.Dense(params["kernel"].shape[-1]).apply({"params": params}, joined)
 
 
-@pytest.mark.parametrize("shapes", [
-    [(40, 7)],                      # one part: a plain Dense
-    [(40, 7), (40, 5)],             # the skip connection: activations and the encoding
-    [(6, 9, 7), (6, 1, 5)],         # the view layer: per-sample bottleneck, per-ray view code
-    [(40, 3), (40, 4), (40, 4)],    # narrow parts, joined before the product
-    [(40, 11), (40, 3), (40, 4)],   # a skip layer: activations alone, the halves joined
-    [(6, 9, 3), (6, 1, 2), (6, 9, 4)],  # narrow, but of different leading shapes
-])
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        [(40, 7)],  # one part: a plain Dense
+        [(40, 7), (40, 5)],  # the skip connection: activations and the encoding
+        [(6, 9, 7), (6, 1, 5)],  # the view layer: per-sample bottleneck, per-ray view code
+        [(40, 3), (40, 4), (40, 4)],  # narrow parts, joined before the product
+        [(40, 11), (40, 3), (40, 4)],  # a skip layer: activations alone, the halves joined
+        [(6, 9, 3), (6, 1, 2), (6, 9, 4)],  # narrow, but of different leading shapes
+    ],
+)
 def test_concat_dense_equals_dense_on_the_concatenation(shapes):
     rng = np.random.default_rng(0)
     parts = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes]
@@ -33,7 +36,8 @@ def test_concat_dense_equals_dense_on_the_concatenation(shapes):
     assert jax.tree.map(jnp.shape, params) == {"kernel": (width, 11), "bias": (11,)}
     # The same initial values as nn.Dense with He-uniform kernels on the full width.
     dense = nn.Dense(11, kernel_init=jax.nn.initializers.he_uniform()).init(
-        jax.random.PRNGKey(1), jnp.zeros((1, width)))["params"]
+        jax.random.PRNGKey(1), jnp.zeros((1, width))
+    )["params"]
     np.testing.assert_array_equal(params["kernel"], dense["kernel"])
     params = {"kernel": params["kernel"], "bias": jnp.asarray(rng.normal(size=11), jnp.float32)}
 
@@ -53,7 +57,10 @@ def test_concat_dense_equals_dense_on_the_concatenation(shapes):
 
 def test_concat_dense_multiplies_in_the_compute_dtype():
     rng = np.random.default_rng(2)
-    parts = [jnp.asarray(rng.normal(size=(4, 3)), jnp.float32), jnp.asarray(rng.normal(size=(4, 2)), jnp.float32)]
+    parts = [
+        jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+        jnp.asarray(rng.normal(size=(4, 2)), jnp.float32),
+    ]
     layer = ConcatDense(5, dtype="bfloat16")
     params = layer.init(jax.random.PRNGKey(0), *parts)
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))

@@ -1,21 +1,29 @@
 """The whole Mip-NeRF 360 model: shapes, parameter count, finite values and gradients."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from raynerf.config import load_config
+from raynerf.mesh import global_batch, make_mesh
 from raynerf.model.mipnerf360 import MipNerf360, draw_jitter, level_dilation
 from raynerf.model.rays import Rays
 from raynerf.training.optim import make_optimizer
-from raynerf.training.step import (
-    create_train_state, global_batch, jit_train_step, make_mesh, compute_losses,
-)
+from raynerf.training.step import compute_losses, create_train_state, jit_train_step
 
-SMALL = ["model.nerf_net_depth=2", "model.nerf_net_width=16", "model.prop_net_width=8",
-         "model.prop_net_depth=2", "model.bottleneck_width=8", "model.viewdir_net_width=8",
-         "model.num_prop_samples=16", "model.num_nerf_samples=8"]
+SMALL = [
+    "model.nerf_net_depth=2",
+    "model.nerf_net_width=16",
+    "model.prop_net_width=8",
+    "model.prop_net_depth=2",
+    "model.bottleneck_width=8",
+    "model.viewdir_net_width=8",
+    "model.num_prop_samples=16",
+    "model.num_nerf_samples=8",
+]
 
 
 def mlp_params(in_dim, depth, width, skip, out_dims):
@@ -69,8 +77,14 @@ def _edge_rays():
     origins = np.concatenate([np.zeros((6, 3)), axes * 50.0]).astype(np.float32)
     directions = np.concatenate([axes, -axes])
     rays = _rays(12)
-    return Rays(origins=jnp.asarray(origins), directions=jnp.asarray(directions),
-                viewdirs=jnp.asarray(directions), radii=rays.radii, near=rays.near, far=rays.far)
+    return Rays(
+        origins=jnp.asarray(origins),
+        directions=jnp.asarray(directions),
+        viewdirs=jnp.asarray(directions),
+        radii=rays.radii,
+        near=rays.near,
+        far=rays.far,
+    )
 
 
 def test_forward_shapes_and_deterministic_test_mode():
@@ -100,7 +114,8 @@ def test_forward_and_gradient_finite_on_edge_rays():
     batch["rgb"] = jnp.full((12, 3), 0.5)
     for jitter in (None, draw_jitter(jax.random.PRNGKey(3), config, (12,))):
         (loss, terms), grads = jax.value_and_grad(compute_losses, argnums=2, has_aux=True)(
-            full, model, params, batch, jitter, 0.5)
+            full, model, params, batch, jitter, 0.5
+        )
         assert np.isfinite(float(loss))
         assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
         assert any(np.any(g != 0) for g in jax.tree.leaves(grads))
@@ -114,7 +129,9 @@ def test_tiny_train_step_runs_and_lowers_loss_on_a_fixed_batch():
     state = create_train_state(config, model, tx, mesh)
     step = jit_train_step(config, model, tx, mesh, state)
     rays = _rays(64, seed=2, scale=0.1)
-    local = {f: np.asarray(getattr(rays, f)) for f in ("origins", "directions", "viewdirs", "radii", "near", "far")}
+    local = {
+        f: np.asarray(getattr(rays, f)) for f in ("origins", "directions", "viewdirs", "radii", "near", "far")
+    }
     local["rgb"] = np.tile(np.array([[0.9, 0.2, 0.1]], np.float32), (64, 1))
     losses = []
     for _ in range(15):
@@ -134,9 +151,12 @@ def test_bfloat16_matmuls_keep_the_loss_within_one_percent():
     for dtype in ("float32", "bfloat16"):
         config = load_config("tiny", [f"model.compute_dtype={dtype}"])
         model = MipNerf360(config.model)
-        params = model.init(jax.random.PRNGKey(9), None, rays)["params"]
-        (loss, _), grads = jax.value_and_grad(compute_losses, argnums=2, has_aux=True)(
-            config, model, params, batch, draw_jitter(jax.random.PRNGKey(10), config.model, (64,)), 0.5)
+        params = jax.jit(model.init)(jax.random.PRNGKey(9), None, rays)["params"]
+        # Compiled as one program (op by op, the backward pass alone takes minutes on a CPU).
+        loss_fn = functools.partial(compute_losses, config, model)
+        (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
+            params, batch, draw_jitter(jax.random.PRNGKey(10), config.model, (64,)), 0.5
+        )
         assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))  # params stay f32
         losses[dtype] = float(loss)
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.01)

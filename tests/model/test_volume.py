@@ -19,7 +19,10 @@ def test_constant_density_matches_exponential_attenuation():
     d = rng.normal(size=3)
     d *= dir_norm / np.linalg.norm(d)
     weights, alpha, trans = alpha_weights(
-        jnp.full((31,), sigma), jnp.asarray(tdist, jnp.float32), jnp.asarray(d, jnp.float32), opaque_background=False
+        jnp.full((31,), sigma),
+        jnp.asarray(tdist, jnp.float32),
+        jnp.asarray(d, jnp.float32),
+        opaque_background=False,
     )
     # Light survives a homogeneous slab of length L with probability exp(-sigma L); the
     # path length of [t0, t1] is (t1 - t0) |d|.
@@ -104,7 +107,9 @@ def test_distance_mean_is_the_weighted_geometric_mean_of_midpoints():
 def test_weight_gradients_are_finite_with_opaque_background():
     tdist = jnp.array([0.2, 0.2, 0.5, 1e5, 1e6])
     grad = jax.grad(
-        lambda sigma: jnp.sum(volume.compute_alpha_weights(sigma, tdist, jnp.array([0.0, 1.0, 0.0]), True)[0] * jnp.arange(4.0))
+        lambda sigma: jnp.sum(
+            volume.compute_alpha_weights(sigma, tdist, jnp.array([0.0, 1.0, 0.0]), True)[0] * jnp.arange(4.0)
+        )
     )(jnp.array([1.0, 2.0, 0.0, 3.0]))
     assert np.all(np.isfinite(grad))
     assert grad[-1] == 0.0  # the opaque background does not depend on the last density

@@ -4,20 +4,27 @@ pool), and that cutting a chunk into passes leaves the rendering as it was."""
 import jax
 import numpy as np
 import pytest
+from meshes import fake_mesh, run_on_cpu_devices
+from small_run import SMALL
 
 from raynerf.bench import synthetic_batch
 from raynerf.config import ModelConfig, load_config
+from raynerf.mesh import CPU_MICRO_BATCH_RAYS, make_mesh
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.model.rays import RAY_FIELDS, Rays
-from raynerf.render.frames import (
-    MAX_CHUNK, MEMORY_FRACTION, MIN_CHUNK, OUTPUTS, bytes_per_ray, choose_chunk, chunk_unit,
-    make_render_fn, render_image,
+from raynerf.model.render_chunks import (
+    MAX_CHUNK,
+    MEMORY_FRACTION,
+    MIN_CHUNK,
+    OUTPUTS,
+    bytes_per_ray,
+    choose_chunk,
+    chunk_unit,
+    make_render_fn,
+    render_image,
 )
 from raynerf.training.optim import make_optimizer
-from raynerf.training.step import CPU_MICRO_BATCH_RAYS, create_train_state, make_mesh
-
-from meshes import fake_mesh, run_on_cpu_devices
-from small_run import SMALL
+from raynerf.training.step import create_train_state
 
 MODEL = ModelConfig()
 PLENTY = float("inf")
@@ -42,8 +49,17 @@ def test_configured_chunk_is_kept_when_it_fits_and_halved_when_it_does_not():
     assert choose_chunk(8192, rays, 1, MODEL, 1.0) == MIN_CHUNK  # never below the floor
 
 
-@pytest.mark.parametrize("chunk, rays, fitted", [(4096, 4800, 2400), (512, 1280, 427), (8192, 100, 100),
-                                                 (1000, 1000, 1000), (1000, 1001, 501), (8192, 6700, 6700)])
+@pytest.mark.parametrize(
+    "chunk, rays, fitted",
+    [
+        (4096, 4800, 2400),
+        (512, 1280, 427),
+        (8192, 100, 100),
+        (1000, 1000, 1000),
+        (1000, 1001, 501),
+        (8192, 6700, 6700),
+    ],
+)
 def test_chunk_keeps_the_calls_and_cuts_the_padding(chunk, rays, fitted):
     got = choose_chunk(chunk, rays, 1, MODEL, PLENTY)
     assert got == fitted
@@ -92,8 +108,9 @@ def test_a_chunk_rendered_in_passes_equals_one_pass_over_it():
     image = {name: value[:70].reshape(10, 7, -1) for name, value in rays.items()}
     tiled = render_image(make_render_fn(model, mesh), params, image, 50, mesh)
     for name in OUTPUTS:
-        np.testing.assert_allclose(tiled[name].reshape(70, -1), expected[name][:70].reshape(70, -1),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            tiled[name].reshape(70, -1), expected[name][:70].reshape(70, -1), rtol=1e-5, atol=1e-6
+        )
 
 
 TWO_DEVICES = """
@@ -101,9 +118,10 @@ import jax, numpy as np
 from test_chunks import MODEL_SMALL, _one_pass, _rays
 from raynerf.config import load_config
 from raynerf.model.mipnerf360 import MipNerf360
-from raynerf.render.frames import OUTPUTS, make_render_fn
+from raynerf.model.render_chunks import make_render_fn, OUTPUTS
 from raynerf.training.optim import make_optimizer
-from raynerf.training.step import create_train_state, make_mesh
+from raynerf.mesh import make_mesh
+from raynerf.training.step import create_train_state
 assert jax.device_count() == 2
 config = load_config("tiny", MODEL_SMALL)
 mesh = make_mesh()

@@ -19,32 +19,38 @@ import signal
 import jax
 import numpy as np
 import pytest
-
-ray = pytest.importorskip("ray")
+import ray
 
 from raynerf.config import load_config
 from raynerf.data.cameras import camera_rays
 from raynerf.data.scene import load_scene
 from raynerf.data.synthetic import make_scene
-from raynerf.eval.evaluate import load_trained_params
+from raynerf.mesh import make_mesh
 from raynerf.model.mipnerf360 import MipNerf360
+from raynerf.model.render_chunks import choose_chunk, chunk_unit, make_render_fn, render_image
 from raynerf.render import paths, video
-from raynerf.render.frames import choose_chunk, chunk_unit, make_render_fn, render_image
 from raynerf.render.job import RenderRequest, intrinsics_vector, render_intrinsics, render_path
 from raynerf.render.pool import FrameJob, FrameStore, RenderPool, WorkerPlan
 from raynerf.training import checkpoints
+from raynerf.training.checkpoints import load_trained_params
 from raynerf.training.loop import write_config
 from raynerf.training.optim import make_optimizer
-from raynerf.training.step import create_train_state, make_mesh
+from raynerf.training.step import create_train_state
 
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 
 STEP = 3
 FRAMES = 5
 OVERRIDES = (
-    "model.nerf_net_width=16", "model.prop_net_width=8", "model.num_prop_samples=16",
-    "model.num_nerf_samples=8", "model.nerf_net_depth=2", "model.prop_net_depth=2",
-    "model.skip_layer=1", "model.num_levels=2", "data.factor=4",
+    "model.nerf_net_width=16",
+    "model.prop_net_width=8",
+    "model.num_prop_samples=16",
+    "model.num_nerf_samples=8",
+    "model.nerf_net_depth=2",
+    "model.prop_net_depth=2",
+    "model.skip_layer=1",
+    "model.num_levels=2",
+    "data.factor=4",
 )
 
 
@@ -88,8 +94,14 @@ def rendered(run, local_ray):
     """A 5-frame ellipse rendered by 2 workers, frames kept, path exported; worker 0 is
     killed (SIGKILL) as soon as the first frame is in, while both are busy."""
     config, scene_path, workdir = run
-    request = RenderRequest(frames=FRAMES, fps=4, workers=2, keep_frames=True, z_variation=0.5,
-                            export_path=workdir / "exported.json")
+    request = RenderRequest(
+        frames=FRAMES,
+        fps=4,
+        workers=2,
+        keep_frames=True,
+        z_variation=0.5,
+        export_path=workdir / "exported.json",
+    )
     seen, killed = [], []
 
     def kill_first_worker(index, pool):
@@ -98,7 +110,9 @@ def rendered(run, local_ray):
             killed.append(pool.pids[0])
             os.kill(pool.pids[0], signal.SIGKILL)
 
-    result = render_path(config, scene_path, workdir, request, show_progress=False, on_frame=kill_first_worker)
+    result = render_path(
+        config, scene_path, workdir, request, show_progress=False, on_frame=kill_first_worker
+    )
     return result, seen, killed, request
 
 
@@ -118,18 +132,25 @@ def test_pool_frames_equal_one_process_render(run, rendered):
     render_fn = make_render_fn(MipNerf360(config.model), mesh)
     store = FrameStore(frames_dir(workdir))
     for index in (0, FRAMES - 1):
-        rays = camera_rays(camtoworlds[index], intrinsics_vector(intrinsics), intrinsics["width"],
-                           intrinsics["height"], config.model.near, config.model.far)
+        rays = camera_rays(
+            camtoworlds[index],
+            intrinsics_vector(intrinsics),
+            intrinsics["width"],
+            intrinsics["height"],
+            config.model.near,
+            config.model.far,
+        )
         # The workers' chunk (the whole frame): another cut reorders float32 sums, which
         # moves distance_mean by up to ~1e-7 x far on pixels that see the sky.
-        chunk = choose_chunk(config.render.chunk_size, 16 * 12, chunk_unit(mesh), config.model,
-                             float("inf"))
+        chunk = choose_chunk(config.render.chunk_size, 16 * 12, chunk_unit(mesh), config.model, float("inf"))
         expected = render_image(render_fn, params, rays, chunk, mesh)
         saved = store.load(index)
         np.testing.assert_allclose(saved["rgb"], expected["rgb"], rtol=1e-5, atol=1e-6)
         assert saved["rgb"].shape == (12, 16, 3) and saved["acc"].shape == (12, 16)
         np.testing.assert_allclose(saved["acc"], expected["acc"].reshape(12, 16), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(saved["distance_mean"], expected["distance_mean"].reshape(12, 16), rtol=1e-5)
+        np.testing.assert_allclose(
+            saved["distance_mean"], expected["distance_mean"].reshape(12, 16), rtol=1e-5
+        )
 
 
 def test_videos_decode_with_frames_size_fps(run, rendered):
@@ -137,8 +158,10 @@ def test_videos_decode_with_frames_size_fps(run, rendered):
     result, _, _, _ = rendered
     assert (result.width, result.height) == (16, 12)
     names = {kind: path.name for kind, path in result.videos.items()}
-    assert names == {kind: f"{scene_path.name}_path_renders_step_{STEP}_{kind}.mp4"
-                     for kind in ("color", "acc", "distance_mean")}
+    assert names == {
+        kind: f"{scene_path.name}_path_renders_step_{STEP}_{kind}.mp4"
+        for kind in ("color", "acc", "distance_mean")
+    }
     for path in result.videos.values():
         assert path.parent == workdir / "render"
         assert video.read_video_info(path) == (FRAMES, 16, 12, 4.0)
@@ -170,8 +193,9 @@ def test_frames_of_a_worker_out_of_restarts_go_to_the_others(run, local_ray):
     jobs = [FrameJob(i, poses[i], intrinsics_vector(intrinsics), 16, 12) for i in range(4)]
     plan = WorkerPlan(count=2, num_cpus=1, threads=1)
     seen = []
-    with RenderPool(config.model, jax.device_get(params), plan, config.render.chunk_size,
-                    max_restarts=0) as pool:
+    with RenderPool(
+        config.model, jax.device_get(params), plan, config.render.chunk_size, max_restarts=0
+    ) as pool:
         for index, outputs in pool.render(jobs):
             assert outputs["rgb"].shape == (12, 16, 3)
             if not seen:
@@ -205,8 +229,14 @@ def test_interrupted_render_resumes_with_missing_frames_only(run, rendered, tmp_
     assert {i: store.path(i).stat().st_mtime_ns for i in untouched} == untouched  # not re-rendered
 
     seen = []
-    result = render_path(config, scene_path, work, dataclasses.replace(request, keep_frames=False),
-                         show_progress=False, on_frame=lambda index, pool: seen.append(index))
+    result = render_path(
+        config,
+        scene_path,
+        work,
+        dataclasses.replace(request, keep_frames=False),
+        show_progress=False,
+        on_frame=lambda index, pool: seen.append(index),
+    )
     assert len(seen) == 1 and seen[0] in (1, 3)
     assert (result.rendered, result.reused) == (1, FRAMES - 1)
     for path in result.videos.values():

@@ -69,8 +69,10 @@ def test_intrinsics_follow_the_test_camera(scene):
     assert (base["width"], base["height"], base["fx"]) == (16, 12, camera.fx)
     half = render_intrinsics(scene, factor=2)  # twice the size of images_4
     assert (half["width"], half["height"]) == (32, 24)
-    np.testing.assert_allclose([half["fx"], half["fy"], half["cx"], half["cy"]],
-                               2 * np.array([camera.fx, camera.fy, camera.cx, camera.cy]))
+    np.testing.assert_allclose(
+        [half["fx"], half["fy"], half["cx"], half["cy"]],
+        2 * np.array([camera.fx, camera.fy, camera.cx, camera.cy]),
+    )
     fitted = render_intrinsics(scene, resolution=(24, 10))
     # Same horizontal field of view: the image edge sits at the same angle.
     assert fitted["width"] / 2 / fitted["fx"] == pytest.approx(camera.width / 2 / camera.fx)
@@ -103,14 +105,36 @@ def error_line(code_lines):
 
 
 def test_cli_without_checkpoint(scene_path, tmp_path):
-    line = error_line(invoke("--scene", scene_path.name, "--data-dir", scene_path.parent, "--workdir",
-                             tmp_path / "empty", "--config", "tiny", "--set", "data.factor=4"))
+    line = error_line(
+        invoke(
+            "--scene",
+            scene_path.name,
+            "--data-dir",
+            scene_path.parent,
+            "--workdir",
+            tmp_path / "empty",
+            "--config",
+            "tiny",
+            "--set",
+            "data.factor=4",
+        )
+    )
     assert "no checkpoint" in line and "raynerf train" in line
 
 
 def test_cli_bad_options(scene_path, tmp_path):
-    common = ("--scene", scene_path.name, "--data-dir", scene_path.parent, "--workdir", tmp_path,
-              "--config", "tiny", "--set", "data.factor=4")
+    common = (
+        "--scene",
+        scene_path.name,
+        "--data-dir",
+        scene_path.parent,
+        "--workdir",
+        tmp_path,
+        "--config",
+        "tiny",
+        "--set",
+        "data.factor=4",
+    )
     assert "--resolution" in error_line(invoke(*common, "--resolution", "12by5"))
     line = error_line(invoke(*common, "--keyframes", "frame_0001.JPG,nope.JPG"))
     assert "nope.JPG" in line and "frame_0000.JPG" in line
@@ -118,9 +142,16 @@ def test_cli_bad_options(scene_path, tmp_path):
     bad.write_text('{"version": 1, "frames": [')
     line = error_line(invoke(*common, "--path-json", bad))
     assert str(bad) in line and "JSON" in line
-    bad.write_text(json.dumps({"version": 1, "convention": "opencv camera-to-world, normalised scene frame",
-                               "intrinsics": {"width": 8, "height": 6, "fx": 5, "fy": 5, "cx": 4, "cy": 3},
-                               "frames": [{"camtoworld": [[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]}]}))
+    bad.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "convention": "opencv camera-to-world, normalised scene frame",
+                "intrinsics": {"width": 8, "height": 6, "fx": 5, "fy": 5, "cx": 4, "cy": 3},
+                "frames": [{"camtoworld": [[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]}],
+            }
+        )
+    )
     assert "orthonormal" in error_line(invoke(*common, "--path-json", bad))
     assert "--frames" in error_line(invoke(*common, "--frames", "0"))
     assert "not both" in error_line(invoke(*common, "--factor", "2", "--resolution", "8x6"))

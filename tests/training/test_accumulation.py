@@ -4,23 +4,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from meshes import fake_mesh, run_on_cpu_devices
 
 from raynerf.config import load_config
 from raynerf.errors import RaynerfError
+from raynerf.mesh import CPU_MICRO_BATCH_RAYS, global_batch, make_mesh, micro_batches
 from raynerf.model.mipnerf360 import MipNerf360, draw_jitter
-from raynerf.model.rays import Rays
 from raynerf.training.optim import make_optimizer
-from raynerf.training.step import (
-    CPU_MICRO_BATCH_RAYS, check_batch_size, create_train_state, global_batch, jit_train_step,
-    loss_and_grads, make_mesh, micro_batches,
-)
+from raynerf.training.step import check_batch_size, create_train_state, jit_train_step, loss_and_grads
 
-from meshes import fake_mesh, run_on_cpu_devices
-
-SMALL = ["model.nerf_net_depth=2", "model.nerf_net_width=16", "model.prop_net_width=8",
-         "model.prop_net_depth=2", "model.bottleneck_width=8", "model.viewdir_net_width=8",
-         "model.num_prop_samples=16", "model.num_nerf_samples=8", "train.batch_size=48",
-         "train.lr_delay_steps=0"]
+SMALL = [
+    "model.nerf_net_depth=2",
+    "model.nerf_net_width=16",
+    "model.prop_net_width=8",
+    "model.prop_net_depth=2",
+    "model.bottleneck_width=8",
+    "model.viewdir_net_width=8",
+    "model.num_prop_samples=16",
+    "model.num_nerf_samples=8",
+    "train.batch_size=48",
+    "train.lr_delay_steps=0",
+]
 
 
 def _batch(n: int, seed: int = 0) -> dict:
@@ -46,9 +50,11 @@ def test_micro_batch_gradients_equal_the_whole_batch(single_jitter):
     jitter = draw_jitter(jax.random.PRNGKey(4), config.model, (48,))
     results = {}
     for micro in (1, 4):
-        cfg = load_config("tiny", SMALL + [f"model.single_jitter={str(single_jitter).lower()}",
-                                           f"train.grad_accum_steps={micro}"])
-        fn = jax.jit(lambda p, b, j: loss_and_grads(cfg, model, p, b, j, 0.3, mesh))
+        cfg = load_config(
+            "tiny",
+            SMALL + [f"model.single_jitter={str(single_jitter).lower()}", f"train.grad_accum_steps={micro}"],
+        )
+        fn = jax.jit(lambda p, b, j, cfg=cfg: loss_and_grads(cfg, model, p, b, j, 0.3, mesh))
         results[micro] = fn(params, batch, jitter)
     (loss1, terms1), grads1 = results[1]
     (loss4, terms4), grads4 = results[4]
@@ -59,10 +65,15 @@ def test_micro_batch_gradients_equal_the_whole_batch(single_jitter):
     for g1, g4 in zip(jax.tree.leaves(grads1), jax.tree.leaves(grads4)):
         np.testing.assert_allclose(g4, g1, rtol=1e-4, atol=1e-6 * scale)
     # A micro-batch is not the whole batch: its own gradient differs (the test can fail).
-    (_, _), grads_first = jax.jit(lambda p: loss_and_grads(config, model, p, jax.tree.map(
-        lambda x: x[::4], batch), jitter[::4], 0.3, mesh))(params)
-    assert any(not np.allclose(a, b, rtol=1e-3) for a, b in
-               zip(jax.tree.leaves(grads_first), jax.tree.leaves(grads1)))
+    (_, _), grads_first = jax.jit(
+        lambda p: loss_and_grads(
+            config, model, p, jax.tree.map(lambda x: x[::4], batch), jitter[::4], 0.3, mesh
+        )
+    )(params)
+    assert any(
+        not np.allclose(a, b, rtol=1e-3)
+        for a, b in zip(jax.tree.leaves(grads_first), jax.tree.leaves(grads1))
+    )
 
 
 def test_accumulated_train_steps_follow_the_same_trajectory():
@@ -82,40 +93,43 @@ def test_accumulated_train_steps_follow_the_same_trajectory():
         np.testing.assert_allclose(p3, p1, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("batch, devices, micro, nearest", [(48, 1, 5, 50), (1024, 2, 3, 1026),
-                                                             (16384, 8, 4, 16384)])
+@pytest.mark.parametrize(
+    "batch, devices, micro, nearest", [(48, 1, 5, 50), (1024, 2, 3, 1026), (16384, 8, 4, 16384)]
+)
 def test_batch_must_split_into_micro_batches_on_every_device(batch, devices, micro, nearest):
     if batch != nearest:
         with pytest.raises(RaynerfError, match=f"micro-batches.*--set train.batch_size={nearest}$"):
             check_batch_size(batch, devices, micro)
     check_batch_size(nearest, devices, micro)
-    with pytest.raises(RaynerfError, match="grad_accum_steps must be 0 .* or more, got -1"):
-        check_batch_size(batch, devices, -1)
-    check_batch_size(nearest, devices, 0)  # the devices' own choice always splits evenly
+    check_batch_size(nearest, devices, "auto")  # the devices' own choice always splits evenly
 
 
-@pytest.mark.parametrize("batch, devices, expected", [
-    (1024, 1, 32),  # 32 rays each
-    (1024, 2, 16),  # 512 per device: 32 rays each
-    (1000, 1, 25),  # 31 would leave 32.3 rays, but 1000 splits evenly only into 25 (40 rays)
-    (48, 1, 1),  # too few rays to split
-    (96, 1, 3),
-    (16384, 8, 64),
-])
+@pytest.mark.parametrize(
+    "batch, devices, expected",
+    [
+        (1024, 1, 32),  # 32 rays each
+        (1024, 2, 16),  # 512 per device: 32 rays each
+        (1000, 1, 25),  # 31 would leave 32.3 rays, but 1000 splits evenly only into 25 (40 rays)
+        (48, 1, 1),  # too few rays to split
+        (96, 1, 3),
+        (16384, 8, 64),
+    ],
+)
 def test_the_cpu_splits_each_device_share_into_passes_of_about_32_rays(batch, devices, expected):
     mesh = fake_mesh("cpu", devices)
-    micro = micro_batches(0, batch, mesh)
+    micro = micro_batches("auto", batch, mesh)
     assert micro == expected
     share = batch // devices
     assert share % micro == 0 and (micro == 1 or share // micro >= CPU_MICRO_BATCH_RAYS)
     # No larger even split leaves 32 rays or more (brute force over every count).
-    assert not [m for m in range(micro + 1, share + 1)
-                if share % m == 0 and share // m >= CPU_MICRO_BATCH_RAYS]
+    assert not [
+        m for m in range(micro + 1, share + 1) if share % m == 0 and share // m >= CPU_MICRO_BATCH_RAYS
+    ]
 
 
 def test_accelerators_run_one_pass_and_an_explicit_count_is_kept():
-    assert micro_batches(0, 16384, fake_mesh("gpu", 8)) == 1
-    assert micro_batches(0, 16384, fake_mesh("tpu", 64)) == 1
+    assert micro_batches("auto", 16384, fake_mesh("gpu", 8)) == 1
+    assert micro_batches("auto", 16384, fake_mesh("tpu", 64)) == 1
     assert micro_batches(4, 1024, fake_mesh("cpu", 1)) == 4
     assert micro_batches(1, 1024, fake_mesh("cpu", 1)) == 1
     assert micro_batches(2, 16384, fake_mesh("gpu", 8)) == 2
@@ -127,7 +141,8 @@ from test_accumulation import SMALL, _batch
 from raynerf.config import load_config
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.training.optim import make_optimizer
-from raynerf.training.step import create_train_state, global_batch, jit_train_step, make_mesh
+from raynerf.mesh import global_batch, make_mesh
+from raynerf.training.step import create_train_state, jit_train_step
 assert jax.device_count() == 2
 out = {}
 for devices, micro in ((1, 1), (2, 3)):

@@ -2,7 +2,6 @@
 checkpoints loadable, and a workdir of another scene or model is refused."""
 
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -11,20 +10,21 @@ import jax
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from small_run import cache, cli_args, popen_cli, scene, small_config, small_scene  # noqa: F401 (fixtures)
 
 from raynerf.cli import main
 from raynerf.data.cache import load_pixels
 from raynerf.data.pipeline import make_train_iterator
 from raynerf.data.scene import load_scene
 from raynerf.errors import RaynerfError
-from raynerf.eval.evaluate import load_trained_params
+from raynerf.mesh import make_mesh
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.training import checkpoints
+from raynerf.training.checkpoints import load_trained_params
 from raynerf.training.loop import train
 from raynerf.training.metrics_log import read_metrics
 from raynerf.training.optim import make_optimizer
-from raynerf.training.step import create_train_state, make_mesh
-from small_run import cli_args, popen_cli, small_config, small_scene, cache, scene  # noqa: F401 (fixtures)
+from raynerf.training.step import create_train_state
 
 
 def _params(config, scene, workdir):
@@ -60,8 +60,10 @@ def test_resume_gives_the_parameters_of_a_straight_run(scene, cache, straight, t
     for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
     # The comparison can tell runs apart: two more steps do move the parameters.
-    moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(s))))
-                for a, s in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_6)))
+    moved = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(s))))
+        for a, s in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_6))
+    )
     assert moved > 1e-6
     # The resumed log replays nothing twice and ends with the same loss.
     log_a, log_b = read_metrics(straight), read_metrics(tmp_path / "resumed")
@@ -118,7 +120,9 @@ def test_killing_the_process_during_a_save_leaves_checkpoints_loadable(scene, ca
     config = small_config(cache, *extra)
     loaded = load_scene(scene, config.data.factor)
     pixels, _ = load_pixels(loaded, config.data.cache_dir)
-    state_like = create_train_state(config, MipNerf360(config.model), make_optimizer(config.train), make_mesh())
+    state_like = create_train_state(
+        config, MipNerf360(config.model), make_optimizer(config.train), make_mesh()
+    )
     manager = checkpoints.checkpoint_manager(ckpt, keep=2, async_save=False)
     listed = manager.all_steps()
     assert listed, "no finished checkpoint survived"
@@ -131,7 +135,6 @@ def test_killing_the_process_during_a_save_leaves_checkpoints_loadable(scene, ca
     manager.close()
 
     # Running again resumes from the latest finished checkpoint and sweeps the partial save.
-    latest = max(listed)
     resumed = train(config, scene, workdir, show_progress=False)
     assert resumed.step == config.train.max_steps
     assert not _partial_saves(ckpt)
@@ -158,11 +161,13 @@ def test_workdir_of_another_scene_is_refused(scene, cache, straight, tmp_path):
 
 
 def test_workdir_of_another_model_config_is_refused(scene, cache, straight):
-    args = cli_args(scene, straight, cache, "model.nerf_net_width=24", "model.num_nerf_samples=4",
-                    "data.recentre=cameras")
+    args = cli_args(
+        scene, straight, cache, "model.nerf_net_width=24", "model.num_nerf_samples=4", "data.recentre=cameras"
+    )
     result = CliRunner().invoke(main, ["train", *args])
-    _assert_one_error_line(result, "model.nerf_net_width", "model.num_nerf_samples", "data.recentre",
-                           "--workdir")
+    _assert_one_error_line(
+        result, "model.nerf_net_width", "model.num_nerf_samples", "data.recentre", "--workdir"
+    )
     # Training settings are no reason to refuse: the same run, keeping more checkpoints, is accepted.
     args = cli_args(scene, straight, cache, "train.keep_checkpoints=5", "train.checkpoint_every=4")
     result = CliRunner().invoke(main, ["train", *args])
@@ -177,6 +182,6 @@ def test_run_file_written_before_the_frame_setting_counts_as_the_focus_frame(tmp
     identity.pop("recentre")  # as run.json was written before data.recentre existed
     (tmp_path / checkpoints.RUN_FILE).write_text(json.dumps(identity))
     checkpoints.check_workdir(tmp_path, scene_path, config, write=False)  # focus: accepted
-    cameras = small_config(tmp_path / "cache", "data.recentre=\"cameras\"")
+    cameras = small_config(tmp_path / "cache", 'data.recentre="cameras"')
     with pytest.raises(RaynerfError, match="data.recentre"):
         checkpoints.check_workdir(tmp_path, scene_path, cameras, write=False)

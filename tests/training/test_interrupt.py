@@ -3,10 +3,11 @@
 import signal
 import time
 
-from raynerf.eval.evaluate import load_trained_params
-from raynerf.training.metrics_log import read_metrics
-from raynerf.training.step import make_mesh
 from small_run import cli_args, popen_cli, small_config, small_scene
+
+from raynerf.mesh import make_mesh
+from raynerf.training.checkpoints import load_trained_params
+from raynerf.training.metrics_log import read_metrics
 
 
 def test_sigint_saves_a_checkpoint_at_the_current_step_and_resumes(tmp_path):

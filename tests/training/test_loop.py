@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from small_run import cache, cli_args, cli_env, run_cli, scene, small_config  # noqa: F401 (fixtures)
 from tensorboardX.proto import event_pb2
 
 from raynerf.cli import main
@@ -18,18 +19,24 @@ from raynerf.data.cache import load_pixels
 from raynerf.data.pipeline import make_train_iterator
 from raynerf.data.scene import load_scene
 from raynerf.errors import RaynerfError
-from raynerf.eval.evaluate import load_trained_params
+from raynerf.mesh import global_batch, make_mesh
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.training import loop
+from raynerf.training.checkpoints import load_trained_params
 from raynerf.training.metrics_log import read_metrics
 from raynerf.training.optim import learning_rate, make_optimizer
-from raynerf.training.step import (
-    check_batch_size, create_train_state, global_batch, jit_train_step, make_mesh,
-)
-from small_run import cli_args, cli_env, run_cli, small_config, cache, scene  # noqa: F401 (fixtures)
+from raynerf.training.step import check_batch_size, create_train_state, jit_train_step
 
-LOGGED = ("loss", "loss_data", "loss_interlevel", "loss_distortion", "psnr", "lr",
-          "rays_per_sec", "grad_norm")
+LOGGED = (
+    "loss",
+    "loss_data",
+    "loss_interlevel",
+    "loss_distortion",
+    "psnr",
+    "lr",
+    "rays_per_sec",
+    "grad_norm",
+)
 
 
 def read_events(logdir: Path) -> tuple[dict[str, dict[int, float]], dict[str, list[int]]]:
@@ -109,8 +116,10 @@ def test_nonfinite_step_is_not_applied_but_counted(scene, cache):
     state, metrics = step_fn(state, global_batch(mesh, batch))
     assert int(metrics["skipped"]) == 0 and np.isfinite(float(metrics["loss"]))
     assert int(state.nonfinite_steps) == 0 and int(state.nonfinite_total) == 1
-    moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(after[0]),
-                                                         jax.tree.leaves(jax.device_get(state.params)))]
+    moved = [
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(after[0]), jax.tree.leaves(jax.device_get(state.params)))
+    ]
     assert all(moved)
 
 
@@ -157,11 +166,13 @@ def test_transient_nonfinite_steps_are_skipped_then_rolled_back(scene, cache, tm
     assert first_4["skipped"] == 1 and first_4["nonfinite_total"] == 1
     assert first_5["skipped"] == 1 and first_5["nonfinite_total"] == 2
     assert first_4["loss"] is None  # non-finite values are written as null (strict JSON)
-    json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[3],
-               parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    json.loads(
+        (tmp_path / "metrics.jsonl").read_text().splitlines()[3],
+        parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"),
+    )
     rollbacks = [r for r in records if r.get("event") == "rollback"]
     assert rollbacks == [{"step": 5, "event": "rollback", "to_step": 3, "nonfinite_streak": 2}]
-    after = records[records.index(rollbacks[0]) + 1:]
+    after = records[records.index(rollbacks[0]) + 1 :]
     assert [r["step"] for r in after] == [4, 5, 6, 7, 8]
     assert all(r["skipped"] == 0 and math.isfinite(r["loss"]) for r in after)
     _, params = load_trained_params(config, scene, tmp_path, make_mesh())
@@ -179,14 +190,17 @@ def test_persistent_nonfinite_steps_stop_after_repeated_rollbacks(scene, cache, 
 def test_nonfinite_steps_without_a_checkpoint_are_a_clear_error(scene, cache, tmp_path, monkeypatch):
     _poison(monkeypatch, lambda call: True)
     with pytest.raises(RaynerfError, match="no checkpoint to roll back to"):
-        loop.train(small_config(cache, *RUN[:1], "train.max_nonfinite_steps=2"), scene, tmp_path,
-                   show_progress=False)
+        loop.train(
+            small_config(cache, *RUN[:1], "train.max_nonfinite_steps=2"), scene, tmp_path, show_progress=False
+        )
     assert not (tmp_path / "checkpoints").exists() or not any(
-        p.name.isdigit() for p in (tmp_path / "checkpoints").iterdir())
+        p.name.isdigit() for p in (tmp_path / "checkpoints").iterdir()
+    )
 
 
-@pytest.mark.parametrize("batch, devices, nearest", [(63, 2, 62), (1000, 3, 999), (1001, 3, 1002),
-                                                      (5, 8, 8), (16385, 8, 16384)])
+@pytest.mark.parametrize(
+    "batch, devices, nearest", [(63, 2, 62), (1000, 3, 999), (1001, 3, 1002), (5, 8, 8), (16385, 8, 16384)]
+)
 def test_batch_size_must_divide_over_devices(batch, devices, nearest):
     with pytest.raises(RaynerfError, match=f"--set train.batch_size={nearest}$"):
         check_batch_size(batch, devices)

@@ -41,9 +41,13 @@ def test_interlevel_loss_zero_under_an_upper_envelope_positive_otherwise():
     # interval at the NeRF knots and give each piece its share of the mass.
     as_args = lambda *a: [jnp.asarray(x, jnp.float32) for x in a]  # noqa: E731
     t_fine = np.sort(np.concatenate([t_prop, t_nerf], axis=-1), axis=-1)
-    cdf = np.stack([np.interp(t_fine[i], t_prop[i], np.concatenate([[0], np.cumsum(w_prop[i])])) for i in range(8)])
+    cdf = np.stack(
+        [np.interp(t_fine[i], t_prop[i], np.concatenate([[0], np.cumsum(w_prop[i])])) for i in range(8)]
+    )
     w_fine = np.diff(cdf, axis=-1)
-    zero = losses.interlevel_loss(*as_args(t_fine, w_fine), [jnp.asarray(t_prop, jnp.float32)], [jnp.asarray(w_prop, jnp.float32)])
+    zero = losses.interlevel_loss(
+        *as_args(t_fine, w_fine), [jnp.asarray(t_prop, jnp.float32)], [jnp.asarray(w_prop, jnp.float32)]
+    )
     np.testing.assert_allclose(zero, 0.0, atol=1e-6)
     # A proposal that is uniform cannot bound a peaked NeRF histogram.
     w_peak = np.zeros((8, 32))
@@ -53,8 +57,14 @@ def test_interlevel_loss_zero_under_an_upper_envelope_positive_otherwise():
     positive = losses.interlevel_loss(*as_args(t_nerf, w_peak), [t_uniform], [w_uniform])
     assert float(positive) > 0.01
     # Levels add up.
-    both = losses.interlevel_loss(*as_args(t_nerf, w_peak), [t_uniform, jnp.asarray(t_prop, jnp.float32)], [w_uniform, jnp.asarray(w_prop, jnp.float32)])
-    single = losses.interlevel_loss(*as_args(t_nerf, w_peak), [jnp.asarray(t_prop, jnp.float32)], [jnp.asarray(w_prop, jnp.float32)])
+    both = losses.interlevel_loss(
+        *as_args(t_nerf, w_peak),
+        [t_uniform, jnp.asarray(t_prop, jnp.float32)],
+        [w_uniform, jnp.asarray(w_prop, jnp.float32)],
+    )
+    single = losses.interlevel_loss(
+        *as_args(t_nerf, w_peak), [jnp.asarray(t_prop, jnp.float32)], [jnp.asarray(w_prop, jnp.float32)]
+    )
     np.testing.assert_allclose(both, positive + single, rtol=1e-5)
 
 
@@ -63,7 +73,10 @@ def test_interlevel_loss_matches_its_definition():
     t_nerf, w_nerf = _histogram(rng, 4, 6)
     t_prop, w_prop = _histogram(rng, 4, 9)
     value = losses.interlevel_loss(
-        jnp.asarray(t_nerf, jnp.float32), jnp.asarray(w_nerf, jnp.float32), [jnp.asarray(t_prop, jnp.float32)], [jnp.asarray(w_prop, jnp.float32)]
+        jnp.asarray(t_nerf, jnp.float32),
+        jnp.asarray(w_nerf, jnp.float32),
+        [jnp.asarray(t_prop, jnp.float32)],
+        [jnp.asarray(w_prop, jnp.float32)],
     )
     expected = []
     for r in range(4):
@@ -83,11 +96,17 @@ def test_interlevel_gradient_reaches_only_the_proposal_weights():
     t_prop, w_prop = _histogram(rng, 4, 8)
 
     def loss(wn, wp):
-        return _losses.interlevel_loss(jnp.asarray(t_nerf, jnp.float32), wn, [jnp.asarray(t_prop, jnp.float32)], [wp])
+        return _losses.interlevel_loss(
+            jnp.asarray(t_nerf, jnp.float32), wn, [jnp.asarray(t_prop, jnp.float32)], [wp]
+        )
 
-    g_nerf, g_prop = jax.jit(jax.grad(loss, argnums=(0, 1)))(jnp.asarray(w_nerf, jnp.float32), jnp.asarray(w_prop, jnp.float32))
+    g_nerf, g_prop = jax.jit(jax.grad(loss, argnums=(0, 1)))(
+        jnp.asarray(w_nerf, jnp.float32), jnp.asarray(w_prop, jnp.float32)
+    )
     np.testing.assert_array_equal(g_nerf, 0.0)
-    assert np.all(np.isfinite(g_prop)) and np.any(np.asarray(g_prop) < 0)  # more envelope mass lowers the loss
+    assert np.all(np.isfinite(g_prop)) and np.any(
+        np.asarray(g_prop) < 0
+    )  # more envelope mass lowers the loss
 
 
 def test_distortion_loss_is_the_mean_over_rays():

@@ -4,7 +4,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from raynerf.render import video
+from raynerf.render import images, video
 
 
 def _colour_frames(n, h, w):
@@ -15,7 +15,7 @@ def _colour_frames(n, h, w):
         r = 0.5 + 0.4 * np.sin(x / w * 2 * np.pi + i * 0.5)
         g = 0.5 + 0.4 * np.cos(y / h * 2 * np.pi - i * 0.3)
         b = np.full((h, w), 0.2 + 0.6 * i / max(n - 1, 1))
-        frames.append(video.to_uint8(np.stack([r, g, b], -1)))
+        frames.append(images.to_uint8(np.stack([r, g, b], -1)))
     return frames
 
 
@@ -68,17 +68,17 @@ def test_interrupted_video_keeps_previous_file(tmp_path):
 
 def test_write_png_round_trip(tmp_path):
     image = np.random.default_rng(0).integers(0, 256, size=(9, 11, 3), dtype=np.uint8)
-    video.write_png(tmp_path / "a" / "x.png", image)
+    images.write_png(tmp_path / "a" / "x.png", image)
     np.testing.assert_array_equal(imageio.imread(tmp_path / "a" / "x.png"), image)
-    video.write_png(tmp_path / "g.png", np.linspace(0, 1, 20).reshape(4, 5))
+    images.write_png(tmp_path / "g.png", np.linspace(0, 1, 20).reshape(4, 5))
     assert imageio.imread(tmp_path / "g.png")[-1, -1] == 255
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "g.png"]
 
 
 def test_to_uint8_and_acc():
-    out = video.to_uint8(np.array([-1.0, 0.0, 0.5, 1.0, 2.0, np.nan]))
+    out = images.to_uint8(np.array([-1.0, 0.0, 0.5, 1.0, 2.0, np.nan]))
     np.testing.assert_array_equal(out, [0, 0, 128, 255, 255, 0])
-    acc = video.visualize_acc(np.array([[0.0, 1.0]]))
+    acc = images.visualize_acc(np.array([[0.0, 1.0]]))
     assert acc.shape == (1, 2, 3) and acc.dtype == np.uint8
     np.testing.assert_array_equal(acc[0], [[0, 0, 0], [255, 255, 255]])
 
@@ -93,7 +93,7 @@ def _lut_index(rgb):
 
 def test_distance_ramp_is_ordered_on_the_colour_map():
     ramp = np.geomspace(0.5, 50.0, 64)[None, :]
-    rgb = video.visualize_distance(ramp, lo=0.5, hi=50.0)
+    rgb = images.visualize_distance(ramp, lo=0.5, hi=50.0)
     assert rgb.shape == (1, 64, 3) and rgb.dtype == np.uint8
     index = _lut_index(rgb)[0]
     # Near is the hot end (high index); a log ramp fills the table evenly.
@@ -106,9 +106,9 @@ def test_distance_robust_to_outliers_and_non_finite():
     rng = np.random.default_rng(0)
     d = rng.uniform(1.0, 2.0, size=(3, 20, 20))
     d[0, 0, 0], d[0, 0, 1], d[0, 0, 2], d[0, 0, 3], d[0, 0, 4] = np.inf, np.nan, -1.0, 0.0, 1e9
-    lo, hi = video.distance_range(d)
+    lo, hi = images.distance_range(d)
     assert 1.0 <= lo < 1.02 and 1.98 < hi <= 2.0
-    rgb = video.visualize_distance(d)
+    rgb = images.visualize_distance(d)
     index = _lut_index(rgb)
     assert index[0, 0, 0] == 0 and index[0, 0, 1] == 0 and index[0, 0, 4] == 0  # inf, nan, huge: far
     assert index[0, 0, 2] == 255 and index[0, 0, 3] == 255  # non-positive: near
@@ -120,7 +120,7 @@ def test_distance_robust_to_outliers_and_non_finite():
 def test_distance_range_shared_over_frames():
     near = np.full((4, 4), 1.0)
     far = np.full((4, 4), 10.0)
-    both = video.visualize_distance(np.stack([near, far]))
+    both = images.visualize_distance(np.stack([near, far]))
     assert _lut_index(both[0]).min() == 255 and _lut_index(both[1]).max() == 0
     assert not np.array_equal(both[0], both[1])
 
@@ -128,7 +128,7 @@ def test_distance_range_shared_over_frames():
 def test_distance_percentiles_weighted_by_acc():
     d = np.concatenate([np.full(50, 2.0), np.full(50, 100.0)]).reshape(10, 10)
     acc = np.concatenate([np.ones(50), np.zeros(50)]).reshape(10, 10)
-    lo, hi = video.distance_range(d, acc)
+    lo, hi = images.distance_range(d, acc)
     assert lo == pytest.approx(2.0) and hi == pytest.approx(2.0)
-    rgb = video.visualize_distance(d, acc)
+    rgb = images.visualize_distance(d, acc)
     assert np.all(rgb.reshape(-1, 3)[50:] == 0)  # empty space fades to black
