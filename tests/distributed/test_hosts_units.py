@@ -1,18 +1,13 @@
 """Fast checks of the host-group pieces: the worker environment, the stop agreement,
-error descriptions, and the cluster file against Ray's own schema."""
+and error descriptions (the cluster file: tests/test_cluster_file.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
 
 from raynerf.distributed.hosts import describe_failures, is_user_error
 from raynerf.distributed.jaxdist import cpu_worker_env
 from raynerf.errors import RaynerfError
-
-CLUSTER_FILE = Path(__file__).resolve().parents[2] / "cluster" / "tpu.yaml"
 
 
 def test_cpu_worker_env_sets_device_count_and_keeps_other_flags():
@@ -88,37 +83,3 @@ def test_restart_event_carries_the_cause(ray_local):
         {"event": "restart", "restart": 1, "cause": "host 1: ActorDiedError: killed", "step": 6}
     ]
     assert ray_local.get(monitor.take_unwritten_events.remote()) == []
-
-
-def _prepared():
-    from ray.autoscaler._private.util import prepare_config
-
-    return prepare_config(yaml.safe_load(CLUSTER_FILE.read_text()))
-
-
-def test_cluster_file_passes_rays_validation():
-    from ray.autoscaler._private.util import validate_config
-
-    config = _prepared()
-    validate_config(config)
-    tpu = config["available_node_types"][
-        next(
-            name
-            for name, t in config["available_node_types"].items()
-            if "acceleratorType" in t["node_config"]
-        )
-    ]
-    assert tpu["node_config"]["runtimeVersion"]
-    assert config["provider"]["type"] == "gcp"
-    assert any("[tpu]" in cmd for cmd in config["worker_setup_commands"])
-
-
-def test_cluster_validation_rejects_a_broken_file():
-    """The validator is not a rubber stamp: an unknown key fails it."""
-    import jsonschema
-    from ray.autoscaler._private.util import validate_config
-
-    config = _prepared()
-    config["available_node_types"]["ray_head_default"]["min_wrokers"] = 0
-    with pytest.raises(jsonschema.ValidationError):
-        validate_config(config)
