@@ -13,7 +13,6 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 Array = jnp.ndarray
 _EPS = float(jnp.finfo(jnp.float32).eps)
@@ -158,11 +157,14 @@ def pdf_to_weight(t: Array, p: Array) -> Array:
     return p * jnp.diff(t, axis=-1)
 
 
-def _count(a: Array, v: Array, inclusive: bool) -> Array:
-    """Per query ``v`` [..., m]: how many of ``a`` [..., k] lie below it (or at it, if
-    ``inclusive``) -> int [..., m]. ``a`` need not be sorted."""
-    below = a[..., None, :] <= v[..., :, None] if inclusive else a[..., None, :] < v[..., :, None]
-    return jnp.sum(below, axis=-1, dtype=jnp.int32)
+def _searchsorted(a: Array, v: Array, side: str) -> Array:
+    """``numpy.searchsorted(a, v, side)`` row by row: ``a`` [..., k] sorted, ``v``
+    [..., m] with the same batch dims -> int [..., m]. A binary search (log k steps),
+    not a comparison with every element."""
+    batch = a.shape[:-1]
+    search = jax.vmap(lambda row, query: jnp.searchsorted(row, query, side=side, method="scan_unrolled"))
+    found = search(a.reshape(-1, a.shape[-1]), v.reshape(-1, v.shape[-1]))
+    return found.reshape(batch + v.shape[-1:]).astype(jnp.int32)
 
 
 def _range_max(y: Array, start: Array, stop: Array) -> Array:
@@ -199,36 +201,45 @@ def dilated_knots(t: Array, dilation: float | Array) -> tuple[Array, Array, Arra
     ``dilation``: ``t`` itself, every interval's start moved back (``t[:-1] - dilation``)
     and every interval's end moved on (``t[1:] + dilation``), merged in order.
 
-    The three lists are sorted already, so each element's place in the merge is its
-    index in its own list plus the number of elements of the other two lists before
-    it (ties: starts, then knots, then ends), and the merge is one scatter, not a sort.
+    The three lists are sorted already, so an element's place in the merge is its index
+    in its own list plus how many elements of the other two come before it (binary
+    searches; ties put starts first, then knots, then ends), and the merge is one
+    scatter, not a sort. The same counts say, at each place, how many moved starts and
+    ends lie at or before it.
 
     Returns:
       ``(knots, starts_seen, ends_seen)``, each [..., 3n + 1]: the sorted knots, and
-      for each knot how many moved starts and moved ends lie at or before its position.
-      Input interval ``j`` covers the merged interval that begins at position ``k`` iff
+      for each knot how many moved starts and moved ends lie at or before its place.
+      Input interval ``j`` covers the merged interval that begins at place ``k`` iff
       ``ends_seen[k] <= j < starts_seen[k]``.
     """
     starts, ends = t[..., :-1] - dilation, t[..., 1:] + dilation
     n = starts.shape[-1]
-    place_starts = jnp.arange(n) + _count(t, starts, False) + _count(ends, starts, False)
-    place_knots = jnp.arange(n + 1) + _count(starts, t, True) + _count(ends, t, False)
-    place_ends = jnp.arange(n) + _count(starts, ends, True) + _count(t, ends, True)
-    places = jnp.concatenate([place_starts, place_knots, place_ends], axis=-1)
-    values = jnp.concatenate([starts, t, ends], axis=-1)
-    kinds = jnp.asarray(np.repeat(np.arange(3, dtype=np.int32), [n, n + 1, n]))  # start, knot, end
-    kinds = jnp.broadcast_to(kinds, places.shape)
+    ends_before_start = _searchsorted(ends, starts, "left")
+    starts_to_knot = _searchsorted(starts, t, "right")
+    ends_before_knot = _searchsorted(ends, t, "left")
+    starts_to_end = _searchsorted(starts, ends, "right")
+    index = jnp.arange(n + 1, dtype=jnp.int32)
+    place = jnp.concatenate([
+        index[:-1] + _searchsorted(t, starts, "left") + ends_before_start,
+        index + starts_to_knot + ends_before_knot,
+        index[:-1] + _searchsorted(t, ends, "right") + starts_to_end,
+    ], axis=-1)
+    own_count = jnp.broadcast_to(index[1:], starts.shape)  # a start (end) sees itself and those before it
+    starts_seen = jnp.concatenate([own_count, starts_to_knot, starts_to_end], axis=-1)
+    ends_seen = jnp.concatenate([ends_before_start, ends_before_knot, own_count], axis=-1)
+    # One scatter moves each element with its counts (small integers, exact in float).
+    payload = jnp.stack(
+        [jnp.concatenate([starts, t, ends], axis=-1), starts_seen.astype(t.dtype), ends_seen.astype(t.dtype)],
+        axis=-1,
+    )
     total = 3 * n + 1
 
-    def scatter(x: Array, where: Array) -> Array:
-        return jnp.zeros(total, x.dtype).at[where].set(x, unique_indices=True)
+    def scatter(rows: Array, where: Array) -> Array:
+        return jnp.zeros((total, 3), rows.dtype).at[where].set(rows, unique_indices=True)
 
-    flat = places.reshape(-1, total)
-    knots = jax.vmap(scatter)(values.reshape(-1, total), flat).reshape(places.shape)
-    kind = jax.vmap(scatter)(kinds.reshape(-1, total), flat).reshape(places.shape)
-    starts_seen = jnp.cumsum(kind == 0, axis=-1, dtype=jnp.int32)
-    ends_seen = jnp.cumsum(kind == 2, axis=-1, dtype=jnp.int32)
-    return knots, starts_seen, ends_seen
+    merged = jax.vmap(scatter)(payload.reshape(-1, total, 3), place.reshape(-1, total)).reshape(payload.shape)
+    return merged[..., 0], merged[..., 1].astype(jnp.int32), merged[..., 2].astype(jnp.int32)
 
 
 def max_dilate(
