@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,11 @@ from ray.train import UserCallback
 from raynerf.distributed import jaxdist
 
 EXCERPT_CHARS = 400
+HEARTBEAT_SECONDS = 1.0  # how often every worker tells the monitor it is alive
+# A worker silent this long is taken for hung, stopped or unreachable (SIGSTOP, a frozen
+# VM); a healthy one blocked in a collective, waiting for such a host, still beats.
+SILENT_AFTER_SECONDS = 5.0
+ALIVE_WITHIN_SECONDS = 2.5  # a heartbeat this recent: the host's process runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +64,18 @@ class HostGroupSpec:
 
 @ray.remote(num_cpus=0)
 class RunMonitor:
-    """The driver's view of a run, fed by the workers and by Ray Train's controller."""
+    """The driver's view of a run, fed by the workers and by Ray Train's controller.
 
-    def __init__(self):
+    Per host of the current group it keeps the last step the host finished
+    (:meth:`host_step`, at logged steps) and when, and when the host last said it was
+    alive (:meth:`alive`, from a heartbeat thread every :data:`HEARTBEAT_SECONDS`).
+    In lockstep SPMD every host stops progressing when one hangs; the heartbeat tells
+    the hung one (silent) from the ones waiting for it (still beating).
+    """
+
+    def __init__(self, silent_after_s: float = SILENT_AFTER_SECONDS):
+        self.silent_after_s = silent_after_s
+        self.hosts: dict[int, dict] = {}  # rank -> {"step", "progress_t", "alive_t"}, this group
         self.attempt = 0
         self.step: int | None = None
         self.metrics: dict = {}
@@ -79,13 +94,14 @@ class RunMonitor:
     def begin_attempt(self) -> int:
         """Called by rank 0 of each new group; turns a recorded failure into a restart event."""
         self.attempt += 1
+        self.hosts = {}
         self._stop_at, self._max_polled = None, -1
         self.times[f"attempt_{self.attempt}_start"] = time.time()
         if self._pending_failure is not None:
             event = {
                 "event": "restart",
                 "restart": self.attempt - 1,
-                "cause": self._pending_failure["cause"],
+                "cause": self._pending_failure["cause"] + self._pending_failure["silent"],
                 "step": self.step if self.step is not None else 0,
             }
             self.events.append(event)
@@ -95,6 +111,33 @@ class RunMonitor:
 
     def register(self, attempt: int, rank: int, pid: int) -> None:
         self.pids.setdefault(attempt, {})[rank] = pid
+        if attempt == self.attempt:
+            now = time.time()
+            self.hosts[rank] = {"step": None, "progress_t": now, "alive_t": now}
+
+    def alive(self, attempt: int, rank: int) -> None:
+        if attempt == self.attempt and rank in self.hosts:
+            self.hosts[rank]["alive_t"] = time.time()
+
+    def host_step(self, attempt: int, rank: int, step: int) -> None:
+        if attempt == self.attempt and rank in self.hosts:
+            now = time.time()
+            self.hosts[rank].update(step=step, progress_t=now, alive_t=now)
+
+    def host_ages(self) -> dict[int, dict]:
+        """``rank -> {"step", "no_progress_s", "silent_s", "silent"}`` for this group's hosts:
+        the last step each finished, seconds since it did (or since it joined), seconds
+        since it last said it was alive, and whether that is longer than ``silent_after_s``."""
+        now = time.time()
+        return {
+            rank: {
+                "step": h["step"],
+                "no_progress_s": now - h["progress_t"],
+                "silent_s": now - h["alive_t"],
+                "silent": now - h["alive_t"] > self.silent_after_s,
+            }
+            for rank, h in sorted(self.hosts.items())
+        }
 
     def progress(self, attempt: int, step: int, metrics: dict) -> None:
         if attempt != self.attempt:
@@ -127,9 +170,12 @@ class RunMonitor:
 
     # -- controller ------------------------------------------------------------
     def record_failure(self, cause: str) -> None:
+        """Records a group failure; a host that had gone silent before it is named with it:
+        the host that failed first is often not the one Ray reports (JAX's coordination
+        service ends the healthy process 0 when another host stops answering)."""
         if self._pending_failure is None:
             self.times[f"failure_{self.attempt}"] = time.time()
-            self._pending_failure = {"cause": cause}
+            self._pending_failure = {"cause": cause, "silent": silent_note(self.host_ages())}
 
     # -- driver ----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -146,7 +192,51 @@ class RunMonitor:
             "times": dict(self.times),
             "failure": self._pending_failure,
             "final": self.final,
+            "hosts": self.host_ages(),
         }
+
+
+def silent_note(ages: dict[int, dict]) -> str:
+    """What :meth:`RunMonitor.host_ages` says about silent hosts, for a failure's cause:
+    ``"; host 1 had stopped responding 95 s before (hung, stopped or unreachable)"``,
+    the first to fall silent named first (a host that died of the failure itself, or
+    was ended because of it, may be silent too by the time Ray reports it), or ``""``."""
+    silent = sorted((a["silent_s"], rank) for rank, a in ages.items() if a["silent"])[::-1]
+    if not silent:
+        return ""
+    (first_s, first), later = silent[0], silent[1:]
+    note = f"; host {first} had stopped responding {first_s:.0f} s before (hung, stopped or unreachable)"
+    return note + "".join(f"; host {rank} stopped responding later ({s:.0f} s before)" for s, rank in later)
+
+
+def stall_warnings(ages: dict[int, dict], stall_after_s: float, warned: set) -> list[str]:
+    """Warnings for the hosts of ``ages`` (:meth:`RunMonitor.host_ages`) that have made no
+    progress for ``stall_after_s``, each said once per host, step and verdict; ``warned``
+    keeps what was said.
+
+    A silent host is named as hung; a host whose heartbeat is recent (within
+    :data:`ALIVE_WITHIN_SECONDS`) is said to be alive, most likely waiting for a hung
+    one. A host in between (a beat or two late, not yet silent) is judged at a later
+    poll, so a stopped host is never reported as alive.
+    """
+    lines = []
+    for rank, a in ages.items():
+        if a["no_progress_s"] < stall_after_s:
+            continue
+        if not a["silent"] and a["silent_s"] > ALIVE_WITHIN_SECONDS:
+            continue
+        key = (rank, a["step"], a["silent"])
+        if key in warned:
+            continue
+        warned.add(key)
+        since = f"since step {a['step']}" if a["step"] is not None else "since it joined the group"
+        verdict = (
+            f"and has not responded for {a['silent_s']:.0f} s: hung, stopped or unreachable"
+            if a["silent"]
+            else "but is alive (waiting for another host?)"
+        )
+        lines.append(f"host {rank} has made no progress for {a['no_progress_s']:.0f} s ({since}) {verdict}")
+    return lines
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -213,6 +303,30 @@ def append_events(workdir: Path, events: list[dict]) -> None:
             f.write(json.dumps(event) + "\n")
 
 
+class Heartbeat:
+    """A daemon thread telling the monitor every :data:`HEARTBEAT_SECONDS` that this
+    worker's process runs, whatever its training thread is doing (computing, or blocked
+    in a collective): it falls silent only if the whole process does (SIGSTOP, a frozen
+    VM, a dead process)."""
+
+    def __init__(self, monitor, attempt: int, rank: int, every: float = HEARTBEAT_SECONDS):
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, args=(monitor, attempt, rank, every), name="raynerf-heartbeat", daemon=True
+        )
+
+    def _beat(self, monitor, attempt: int, rank: int, every: float) -> None:
+        while not self._done.wait(every):
+            monitor.alive.remote(attempt, rank)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+
+
 def host_main(cfg: dict) -> dict:
     """The per-host entry point run by every Ray Train worker.
 
@@ -229,19 +343,29 @@ def host_main(cfg: dict) -> dict:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
 
+    port = None  # rank 0 of a CPU group holds the coordinator's port until JAX has bound it
     if rank == 0:
         attempt = ray.get(monitor.begin_attempt.remote())
-        coordinator = (
-            jaxdist.pick_coordinator(ray.util.get_node_ip_address()) if spec.platform == "cpu" else None
-        )
-        shared = (attempt, coordinator)
+        if spec.platform == "cpu":
+            port = jaxdist.CoordinatorPort(ray.util.get_node_ip_address())
+        shared = (attempt, port.address if port else None)
     else:
         shared = None
     attempt, coordinator = broadcast_from_rank_zero(shared)
     ray.get(monitor.register.remote(attempt, rank, os.getpid()))
-    if spec.platform == "cpu":
-        jaxdist.initialize_cpu(coordinator, world, rank, spec.devices_per_host)
+    with Heartbeat(monitor, attempt, rank):
+        if spec.platform == "cpu":
+            try:
+                jaxdist.initialize_cpu(coordinator, world, rank, spec.devices_per_host)
+            finally:
+                if port is not None:
+                    port.release()
 
+        return _train_here(cfg, monitor, attempt, rank)
+
+
+def _train_here(cfg: dict, monitor, attempt: int, rank: int) -> dict:
+    """The training part of :func:`host_main`, once this process has joined ``jax.distributed``."""
     import jax
 
     from raynerf.errors import RaynerfError
@@ -254,6 +378,7 @@ def host_main(cfg: dict) -> dict:
     reported = {"checkpoint_step": None}
 
     def reporter(step: int, metrics: dict) -> None:
+        monitor.host_step.remote(attempt, rank, step)
         if jax.process_index() == 0:
             monitor.progress.remote(attempt, step, metrics)
         # ray.train.report is a barrier over all workers, and Ray Train drains one report
@@ -287,7 +412,7 @@ def host_main(cfg: dict) -> dict:
     ray.train.report({**result.metrics, "step": result.step, "checkpoint_step": result.step})
     if jax.process_index() == 0:
         ray.get(monitor.finish.remote(**outcome))
-    if spec.platform == "cpu":
+    if cfg["spec"].platform == "cpu":
         jaxdist.shutdown()
     return outcome
 

@@ -5,7 +5,7 @@ workers, but not on CPU workers. A CPU host group (local ``--hosts N`` runs, CPU
 clusters) therefore does it here: each worker process is started with
 :func:`cpu_worker_env` in its environment (so XLA sees ``K`` host devices from the
 moment jax is first imported), and calls :func:`initialize_cpu` with the
-coordinator address that rank 0 chose (:func:`pick_coordinator`) and broadcast.
+coordinator address that rank 0 chose and holds (:class:`CoordinatorPort`) and broadcast.
 
 Nothing in this module imports jax at import time.
 """
@@ -34,12 +34,52 @@ def cpu_worker_env(devices_per_host: int, base_xla_flags: str = "") -> dict[str,
     return {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
 
 
-def pick_coordinator(host: str) -> str:
-    """``host:port`` with a port that is free on this machine right now (rank 0 calls it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        port = sock.getsockname()[1]
-    return f"{host}:{port}"
+class CoordinatorPort:
+    """A port for the ``jax.distributed`` coordinator, held until JAX has bound it.
+
+    Picking a free port and letting JAX bind it later leaves a gap in which another
+    process may take it. The port is therefore kept bound here, with ``SO_REUSEPORT``
+    and without listening, from the moment it is chosen until :meth:`release` (after
+    ``jax.distributed.initialize`` has returned on this process). JAX's coordination
+    service is a gRPC server, and gRPC binds with ``SO_REUSEPORT`` on Linux, so it can
+    bind the held port while any other process that binds it without that option (or
+    as another user) is refused. Connections only reach listening sockets, so every
+    client reaches JAX's service, never this placeholder.
+    """
+
+    def __init__(self, host: str):
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if hasattr(socket, "SO_REUSEPORT"):
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self._sock.bind(("", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self.address = f"{host}:{self.port}"
+
+    def release(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> CoordinatorPort:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+HEARTBEAT_ENV = "RAYNERF_JAX_HEARTBEAT_S"
+DEFAULT_HEARTBEAT_S = 100  # jax.distributed's own default
+
+
+def heartbeat_timeout_s() -> int:
+    """How long JAX's coordination service waits for a silent process before it fails the
+    job (``$RAYNERF_JAX_HEARTBEAT_S``, default 100 s as in JAX)."""
+    value = os.environ.get(HEARTBEAT_ENV, "")
+    try:
+        seconds = int(value) if value else DEFAULT_HEARTBEAT_S
+    except ValueError:
+        raise RaynerfError(f"${HEARTBEAT_ENV} must be a whole number of seconds, got {value!r}") from None
+    if seconds < 1:
+        raise RaynerfError(f"${HEARTBEAT_ENV} must be at least 1, got {seconds}")
+    return seconds
 
 
 def initialize_cpu(coordinator: str, num_processes: int, process_id: int, devices_per_host: int) -> None:
@@ -53,7 +93,10 @@ def initialize_cpu(coordinator: str, num_processes: int, process_id: int, device
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
-        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        heartbeat_timeout_seconds=heartbeat_timeout_s(),
     )
     local = jax.local_device_count()
     if local != devices_per_host:

@@ -1,9 +1,11 @@
 """The Ray driver of a multi-host training run.
 
 :func:`launch` connects to a Ray cluster (``address``, or ``$RAY_ADDRESS``) or starts
-a local Ray instance, runs the host group (:mod:`raynerf.distributed.hosts`) in a
-background thread, and meanwhile shows the progress bar from what process 0
-reports, prints each restart with its cause, and turns Ctrl-C into a graceful stop:
+a private local Ray instance (with a watchdog that ends it if the driver dies), runs
+the host group (:mod:`raynerf.distributed.hosts`) in a background thread, and
+meanwhile shows the progress bar from what process 0 reports, warns about a host
+that makes no progress (naming a silent one as hung), prints each restart with its
+cause, and turns Ctrl-C into a graceful stop:
 every host saves a checkpoint at one agreed step, then the run ends. A second Ctrl-C
 abandons the run at once. A failed run raises :class:`HostGroupError` naming the
 failing host and its error (a user error in a worker, e.g. a bad scene folder,
@@ -25,9 +27,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ray
+from ray._private.services import find_bootstrap_address
 
 from raynerf.config import Config
-from raynerf.distributed.hosts import HostGroupSpec, RunMonitor, describe_failures, make_trainer
+from raynerf.distributed import reaper
+from raynerf.distributed.hosts import (
+    HostGroupSpec,
+    RunMonitor,
+    describe_failures,
+    make_trainer,
+    stall_warnings,
+)
 from raynerf.errors import RaynerfError
 from raynerf.training.progress import ProgressBar
 
@@ -36,6 +46,14 @@ POLL_SECONDS = 0.25
 # how fast a dead host is noticed; a user's own setting wins.
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 HEALTH_CHECK_SECONDS = "0.5"
+
+# A host that finishes no logged step for this long gets a warning naming it (and saying
+# whether its process still responds). $RAYNERF_STALL_WARNING_S sets it.
+STALL_ENV = "RAYNERF_STALL_WARNING_S"
+DEFAULT_STALL_SECONDS = 300.0
+
+# The watchdog of the local Ray instance this process started (None: none started).
+_watchdog = None
 
 
 class HostGroupError(RaynerfError):
@@ -51,17 +69,51 @@ class LaunchResult:
     timings: dict  # seconds: group_start (launch -> first step logged), restart_<n>
 
 
-def connect(address: str | None, num_cpus: int | None) -> bool:
-    """Connects to Ray (``address``, ``$RAY_ADDRESS``) or starts a local instance.
-    Returns whether this call started (and so must shut down) Ray."""
+def connect(address: str | None, num_cpus: int | None, say: Callable[[str], None] = print) -> bool:
+    """Connects to Ray (``address``, else ``$RAY_ADDRESS``) or starts a private local
+    instance, and says which. Returns whether this call started (and so must shut down) Ray.
+
+    Without an address the instance is always a new, private one (``address="local"``)
+    with a watchdog (:mod:`raynerf.distributed.reaper`) that ends it if this process dies,
+    even when ``ray start`` left a cluster running on this machine: a bare ``ray.init()``
+    would attach to that cluster on its own and then refuse ``num_cpus``. The user who
+    wants that cluster says so with ``--address auto``.
+    """
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, log_to_driver=False)
+        say(f"Ray: attached to the cluster at {address} ({_gcs_address()})")
         return False
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    running = find_bootstrap_address(None)
+    global _watchdog
+    _watchdog = reaper.start()
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    except BaseException:
+        shutdown_local()
+        raise
+    note = (
+        f"; the cluster `ray start` left at {running} is not used: pass --address auto to train on it"
+        if running
+        else ""
+    )
+    say(f"Ray: started a private local instance ({_gcs_address()}), shut down at exit{note}")
     return True
+
+
+def shutdown_local() -> None:
+    """Shuts down the local instance :func:`connect` started, and its watchdog."""
+    global _watchdog
+    ray.shutdown()
+    if _watchdog is not None:
+        reaper.stop(_watchdog)
+        _watchdog = None
+
+
+def _gcs_address() -> str:
+    return ray.get_runtime_context().gcs_address
 
 
 def launch(
@@ -73,18 +125,21 @@ def launch(
     address: str | None = None,
     show_progress: bool = True,
     on_state: Callable[[dict], None] | None = None,
+    stall_after_s: float | None = None,
 ) -> LaunchResult:
     """Trains ``scene_path`` into ``workdir`` on the host group ``spec``.
 
     ``on_state(state)``, if given, sees the monitor's state (``attempt``, ``step``,
-    ``pids`` of the current group by rank, ``events``, ...) at every poll.
+    ``pids`` of the current group by rank, ``events``, ``hosts``, ...) and the
+    driver's ``stall_warnings`` so far at every poll. A host that makes no progress for
+    ``stall_after_s`` seconds (default :func:`stall_seconds`) is warned about.
     """
     started_ray = connect(address, num_cpus=max(os.cpu_count() or 1, int(spec.hosts * spec.cpus_per_host)))
     try:
-        return _run(config, Path(scene_path), Path(workdir), spec, show_progress, on_state)
+        return _run(config, Path(scene_path), Path(workdir), spec, show_progress, on_state, stall_after_s)
     finally:
         if started_ray:
-            ray.shutdown()
+            shutdown_local()
 
 
 def _run(
@@ -94,8 +149,10 @@ def _run(
     spec: HostGroupSpec,
     show_progress: bool,
     on_state: Callable[[dict], None] | None,
+    stall_after_s: float | None = None,
 ) -> LaunchResult:
     t0 = time.time()
+    stall_after_s = stall_seconds() if stall_after_s is None else stall_after_s
     os.environ.setdefault(HEALTH_CHECK_ENV, HEALTH_CHECK_SECONDS)  # read by fit(), passed on
     monitor = RunMonitor.remote()
     trainer = make_trainer(spec, config, scene_path, workdir, monitor)
@@ -120,6 +177,9 @@ def _run(
     seen_events = 0
     stopping = False
     state: dict = {}
+    warned: set = set()  # the stall warnings given in the current attempt
+    said: list[str] = []  # every stall warning given
+    attempt = 0
     try:
         # Not thread.join(): a Ctrl-C that interrupts join() can leave the thread
         # looking finished while it still runs (CPython's is_alive() after an
@@ -128,6 +188,15 @@ def _run(
             try:
                 time.sleep(POLL_SECONDS)
                 state = ray.get(monitor.state.remote())
+                if state["attempt"] != attempt:
+                    attempt, warned = state["attempt"], set()
+                # Once a failure is recorded the group is being torn down: its hosts
+                # fall silent as they are ended, which is no news.
+                hosts = state["hosts"] if state["failure"] is None else {}
+                for line in stall_warnings(hosts, stall_after_s, warned):
+                    said.append(line)
+                    bar.write(f"warning: {line}")
+                state["stall_warnings"] = list(said)
                 if on_state is not None:
                     on_state(state)
                 for event in state["events"][seen_events:]:
@@ -154,7 +223,7 @@ def _run(
     if "error" in outcome:
         if state.get("user_error"):
             raise RaynerfError(state["user_error"])
-        raise HostGroupError(_failure_message(outcome["error"], spec))
+        raise HostGroupError(_failure_message(outcome["error"], spec, state))
     returned = _rank0_return(outcome["result"], state)
     return LaunchResult(
         step=returned["step"],
@@ -172,11 +241,12 @@ def _rank0_return(result, state: dict) -> dict:
     return {"step": int((result.metrics or {}).get("step", 0)), "stopped": False}
 
 
-def _failure_message(error: BaseException, spec: HostGroupSpec) -> str:
+def _failure_message(error: BaseException, spec: HostGroupSpec, state: dict) -> str:
     failures = getattr(error, "worker_failures", None)
+    silent = (state.get("failure") or {}).get("silent", "")
     if failures:
         return (
-            f"training failed on {describe_failures(failures)} "
+            f"training failed on {describe_failures(failures)}{silent} "
             f"(after {spec.max_restarts} restart(s); worker logs: /tmp/ray/session_latest/logs)"
         )
     lines = [line for line in str(error).splitlines() if line.strip()]
@@ -197,6 +267,18 @@ def _timings(times: dict, t0: float) -> dict:
     return out
 
 
+def stall_seconds() -> float:
+    """``$RAYNERF_STALL_WARNING_S`` or :data:`DEFAULT_STALL_SECONDS`."""
+    value = os.environ.get(STALL_ENV, "")
+    try:
+        seconds = float(value) if value else DEFAULT_STALL_SECONDS
+    except ValueError:
+        raise RaynerfError(f"${STALL_ENV} must be a number of seconds, got {value!r}") from None
+    if seconds <= 0:
+        raise RaynerfError(f"${STALL_ENV} must be positive, got {seconds}")
+    return seconds
+
+
 def train_on_hosts(
     config: Config,
     scene_path: Path,
@@ -207,6 +289,7 @@ def train_on_hosts(
     address: str | None,
     max_restarts: int,
     show_progress: bool = True,
+    stall_after_s: float | None = None,
 ) -> LaunchResult:
     """``raynerf train`` on a host group: on a connected cluster with TPUs (or GPUs) one
     worker per TPU VM (or GPU node) unless ``hosts`` says otherwise; else ``hosts``
@@ -233,7 +316,7 @@ def train_on_hosts(
                 topology=found["topology"],
                 accelerator_type=found["accelerator_type"],
             )
-        return _run(config, Path(scene_path), Path(workdir), spec, show_progress, None)
+        return _run(config, Path(scene_path), Path(workdir), spec, show_progress, None, stall_after_s)
     finally:
         if started_ray:
-            ray.shutdown()
+            shutdown_local()

@@ -83,3 +83,77 @@ def test_restart_event_carries_the_cause(ray_local):
         {"event": "restart", "restart": 1, "cause": "host 1: ActorDiedError: killed", "step": 6}
     ]
     assert ray_local.get(monitor.take_unwritten_events.remote()) == []
+
+
+def _ages(step, no_progress_s, silent_s, silent):
+    return {"step": step, "no_progress_s": no_progress_s, "silent_s": silent_s, "silent": silent}
+
+
+def test_stall_warnings_name_the_silent_host_once():
+    from raynerf.distributed.hosts import stall_warnings
+
+    warned: set = set()
+    ages = {
+        0: _ages(7, 12.0, 0.4, False),  # blocked in a collective, still beating
+        1: _ages(7, 12.0, 11.0, True),  # stopped
+        2: _ages(7, 12.0, 3.5, False),  # a beat or two late: not judged yet
+        3: _ages(8, 2.0, 0.3, False),  # progressing
+    }
+    lines = stall_warnings(ages, 10.0, warned)
+    assert lines == [
+        "host 0 has made no progress for 12 s (since step 7) but is alive (waiting for another host?)",
+        "host 1 has made no progress for 12 s (since step 7) and has not responded for 11 s: "
+        "hung, stopped or unreachable",
+    ]
+    assert stall_warnings(ages, 10.0, warned) == []  # said once
+    ages[2] = _ages(7, 14.0, 6.0, True)  # now silent too
+    ages[0] = _ages(None, 30.0, 0.1, False)  # a new group's host that has not logged a step
+    assert stall_warnings(ages, 10.0, warned) == [
+        "host 0 has made no progress for 30 s (since it joined the group) but is alive "
+        "(waiting for another host?)",
+        "host 2 has made no progress for 14 s (since step 7) and has not responded for 6 s: "
+        "hung, stopped or unreachable",
+    ]
+    assert stall_warnings(ages, 60.0, set()) == []  # under the threshold: nothing
+
+
+def test_a_host_that_went_silent_is_named_with_the_failure(ray_local):
+    """Ray reports the healthy host 0 (JAX's service ended it); the restart cause also
+    names host 1, whose heartbeat had stopped, and not host 0, which beat to the end."""
+    import time
+
+    from raynerf.distributed.hosts import RunMonitor
+
+    monitor = RunMonitor.remote(silent_after_s=0.5)
+    attempt = ray_local.get(monitor.begin_attempt.remote())
+    for rank in (0, 1):
+        ray_local.get(monitor.register.remote(attempt, rank, 1000 + rank))
+    ray_local.get(monitor.host_step.remote(attempt, 0, 3))
+    ray_local.get(monitor.host_step.remote(attempt, 1, 3))
+    for _ in range(10):  # host 0 beats, host 1 is silent
+        ray_local.get(monitor.alive.remote(attempt, 0))
+        time.sleep(0.1)
+    hosts = ray_local.get(monitor.state.remote())["hosts"]
+    assert hosts[1]["silent"] and not hosts[0]["silent"] and hosts[0]["step"] == 3
+    ray_local.get(monitor.record_failure.remote("host 0: WorkerHealthCheckFailedError: unhealthy"))
+    ray_local.get(monitor.begin_attempt.remote())
+    (event,) = ray_local.get(monitor.take_unwritten_events.remote())
+    cause = event["cause"]
+    assert cause.startswith("host 0: WorkerHealthCheckFailedError: unhealthy; host 1 had stopped responding")
+    assert "host 0 had stopped" not in cause
+    assert ray_local.get(monitor.state.remote())["hosts"] == {}  # the new group starts afresh
+
+
+def test_the_first_host_to_fall_silent_is_named_first():
+    from raynerf.distributed.hosts import silent_note
+
+    ages = {
+        0: _ages(6, 16.0, 5.5, True),  # ended by JAX after host 1 hung, before Ray noticed
+        1: _ages(6, 16.0, 15.2, True),
+        2: _ages(6, 16.0, 0.5, False),
+    }
+    assert silent_note(ages) == (
+        "; host 1 had stopped responding 15 s before (hung, stopped or unreachable)"
+        "; host 0 stopped responding later (6 s before)"
+    )
+    assert silent_note({2: ages[2]}) == ""
