@@ -76,7 +76,8 @@ def test_coordinator_port_is_held_until_jax_binds_it():
     for rank, (proc, output) in enumerate(zip(procs, outputs)):
         assert proc.returncode == 0 and f"joined {rank} 2" in output, output[-2000:]
     free = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    free.bind(("", port.port))
+    free.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past JAX's TIME_WAIT connections
+    free.bind(("", port.port))  # would fail while the reservation (no SO_REUSEADDR) were held
     free.close()
 
 
