@@ -3,29 +3,49 @@
 Saves are asynchronous and atomic (orbax writes into a temporary folder and renames
 it when the save is complete), so a process killed mid-save leaves the previous
 checkpoints loadable. Every process takes part in each save and restore.
-A workdir remembers the scene and model it was trained for (``run.json``) and
-refuses to resume a different one.
+
+A checkpoint damaged after it was written (a truncated or corrupted file) is moved
+aside to ``checkpoints-damaged/<step>`` (never deleted) and the newest one that does
+restore is used instead (:func:`restore_newest`).
+
+A workdir remembers the scene (its folder name and a fingerprint of its COLMAP model)
+and the model it was trained for (``run.json``, written with the first checkpoint)
+and refuses to resume a different one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from raynerf.config import Config
+from raynerf.data.colmap import MODEL_FILES
 from raynerf.errors import RaynerfError
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.training.optim import make_optimizer
 from raynerf.training.step import create_train_state
 
 RUN_FILE = "run.json"
+# Where damaged checkpoints are moved, next to ``checkpoints/`` (orbax never looks there).
+DAMAGED_DIR = "checkpoints-damaged"
+
+Notify = Callable[[str], None]
+
+
+def _stderr_line(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def checkpoint_manager(directory: Path, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
@@ -69,24 +89,119 @@ def restore(
     return step, restored["state"]
 
 
+def _everywhere(ok: bool) -> bool:
+    """Whether ``ok`` holds on every process (the processes must agree on what to restore)."""
+    if jax.process_count() == 1:
+        return ok
+    return bool(np.all(multihost_utils.process_allgather(np.array([ok]))))
+
+
+def _short(exc: BaseException) -> str:
+    """The root cause of ``exc`` in one short line (tensorstore wraps its own in pages)."""
+    while (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if len(text) < 40:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def move_aside(manager: ocp.CheckpointManager, step: int) -> Path:
+    """Moves checkpoint ``step`` to ``<workdir>/checkpoints-damaged/<step>`` (a numbered
+    sibling if that exists), where orbax no longer sees it; returns where it went."""
+    source = Path(manager.directory) / str(step)
+    damaged = Path(manager.directory).parent / DAMAGED_DIR
+    damaged.mkdir(parents=True, exist_ok=True)
+    target, n = damaged / str(step), 1
+    while target.exists():
+        target, n = damaged / f"{step}.{n}", n + 1
+    os.replace(source, target)
+    return target
+
+
+def restore_newest(
+    manager: ocp.CheckpointManager,
+    state_like: Any,
+    data_iterator: Any = None,
+    notify: Notify = _stderr_line,
+) -> tuple[int, Any] | None:
+    """The newest checkpoint that restores, as :func:`restore`; ``None`` when there is
+    no checkpoint at all.
+
+    A checkpoint that fails to restore (a truncated or corrupted file: tensorstore,
+    orbax and grain raise many kinds of errors) is moved aside by process 0 (see
+    :func:`move_aside`), ``notify`` gets one line saying so, and the next older one is
+    tried. When every checkpoint fails: a RaynerfError naming the folder.
+    """
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+        return None
+    for step in steps:
+        try:
+            restored = restore(manager, state_like, data_iterator, step=step)
+            error = None
+        except Exception as exc:  # noqa: BLE001 - any failure to read it means it is damaged
+            restored, error = None, exc
+        if _everywhere(error is None):
+            return restored
+        where = Path(manager.directory).parent / DAMAGED_DIR / str(step)
+        if jax.process_index() == 0:
+            where = move_aside(manager, step)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"raynerf-damaged-checkpoint-{step}")
+        manager.reload()
+        older = [s for s in steps if s < step]
+        then = f"trying step {older[0]}" if older else "no older checkpoint is left"
+        reason = _short(error) if error is not None else "it failed to restore on another host"
+        notify(f"checkpoint {step} does not restore ({reason}); moved it to {where}; {then}")
+    raise RaynerfError(
+        f"no checkpoint in {manager.directory} restores (all were damaged and moved to "
+        f"{Path(manager.directory).parent / DAMAGED_DIR}); copy a good one back, or run train "
+        "again to start from step 0"
+    )
+
+
 # The data settings that fix the scene's frame, with the value a run.json written before
 # the setting existed implies (None: it always had one).
 _DATA_IDENTITY = {"factor": None, "recentre": "focus"}
 
 
+def colmap_fingerprint(scene_path: Path) -> str | None:
+    """A digest of the scene's COLMAP model (``sparse/0``: cameras, images, points; the
+    binary files, else the text ones), which tells apart two captures in folders of
+    the same name. ``None`` when there is no model to read."""
+    folder = Path(scene_path) / "sparse" / "0"
+    for names in (MODEL_FILES, tuple(n.replace(".bin", ".txt") for n in MODEL_FILES)):
+        files = [folder / name for name in names]
+        if all(f.is_file() for f in files):
+            digest = hashlib.sha256()
+            for f in files:
+                digest.update(f.name.encode())
+                with open(f, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+            return digest.hexdigest()[:16]
+    return None
+
+
 def run_identity(scene_path: Path, config: Config) -> dict:
-    """What makes a checkpoint usable: the scene, the frame it is normalised to and the
-    shapes of the model."""
+    """What makes a checkpoint usable: the scene (its folder's name and its COLMAP
+    model), the frame it is normalised to and the shapes of the model."""
     return {
         "scene": Path(scene_path).resolve().name,
         "scene_path": str(Path(scene_path).resolve()),
+        "colmap": colmap_fingerprint(scene_path),
         "model": dataclasses.asdict(config.model) | {"compute_dtype": None},
     } | {key: getattr(config.data, key) for key in _DATA_IDENTITY}
 
 
 def check_workdir(workdir: Path, scene_path: Path, config: Config, write: bool) -> None:
     """Refuses a workdir whose checkpoints belong to another scene or model; records
-    this run's identity in ``run.json`` when ``write`` (process 0)."""
+    this run's identity in ``run.json`` when ``write`` (process 0) and there is none.
+
+    A ``run.json`` written before the COLMAP fingerprint existed is accepted for any
+    capture of the same name."""
     identity = run_identity(scene_path, config)
     run_file = Path(workdir) / RUN_FILE
     if run_file.exists():
@@ -98,6 +213,12 @@ def check_workdir(workdir: Path, scene_path: Path, config: Config, write: bool) 
             raise RaynerfError(
                 f"workdir {workdir} holds checkpoints of scene '{recorded.get('scene')}', not "
                 f"'{identity['scene']}'; use another --workdir"
+            )
+        if recorded.get("colmap") not in (None, identity["colmap"]):
+            raise RaynerfError(
+                f"workdir {workdir} holds checkpoints of another capture named '{identity['scene']}' "
+                f"(the COLMAP model in {Path(scene_path) / 'sparse' / '0'} differs from the one it "
+                "was trained on); use another --workdir"
             )
         changed = sorted(
             key for key, value in identity["model"].items() if recorded.get("model", {}).get(key) != value
@@ -114,15 +235,23 @@ def check_workdir(workdir: Path, scene_path: Path, config: Config, write: bool) 
                 "use another --workdir or the same config"
             )
     elif write:
-        run_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = run_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(identity, indent=2))
-        os.replace(tmp, run_file)
+        write_identity(workdir, identity)
 
 
-def load_trained_params(config: Config, scene_path: Path, workdir: Path, mesh) -> tuple[int, Any]:
-    """``(step, params)`` of the latest checkpoint in ``workdir``, replicated on ``mesh``:
-    what eval, render and export infer with."""
+def write_identity(workdir: Path, identity: dict) -> None:
+    """Writes ``run.json`` atomically."""
+    run_file = Path(workdir) / RUN_FILE
+    run_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = run_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(identity, indent=2))
+    os.replace(tmp, run_file)
+
+
+def load_trained_params(
+    config: Config, scene_path: Path, workdir: Path, mesh, notify: Notify = _stderr_line
+) -> tuple[int, Any]:
+    """``(step, params)`` of the newest checkpoint in ``workdir`` that restores (see
+    :func:`restore_newest`), replicated on ``mesh``: what eval, render and export infer with."""
     ckpt_dir = Path(workdir) / "checkpoints"
     missing = f"no checkpoint in {ckpt_dir}: train first (raynerf train --scene ... --workdir {workdir})"
     if not ckpt_dir.is_dir():
@@ -133,7 +262,7 @@ def load_trained_params(config: Config, scene_path: Path, workdir: Path, mesh) -
         if manager.latest_step() is None:
             raise RaynerfError(missing)
         state = create_train_state(config, MipNerf360(config.model), make_optimizer(config.train), mesh)
-        step, state = restore(manager, state)
+        step, state = restore_newest(manager, state, notify=notify)
     finally:
         manager.close()
     return step, state.params

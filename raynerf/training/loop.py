@@ -7,11 +7,14 @@ arguments; process 0 alone writes metrics, TensorBoard and the progress bar.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import jax
+from tqdm.auto import tqdm
 
 from raynerf.config import Config
 from raynerf.data.cache import load_pixels
@@ -48,7 +51,27 @@ class TrainResult:
 
 
 def write_config(workdir: Path, config: Config) -> None:
-    (workdir / "config.toml").write_text(config.to_toml())
+    """Writes the resolved config to ``workdir/config.toml`` (atomically), creating the
+    workdir; an unwritable workdir is a RaynerfError naming it."""
+    path = workdir / "config.toml"
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".toml.tmp")
+        tmp.write_text(config.to_toml())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RaynerfError(
+            f"cannot write to the workdir {workdir} ({exc.strerror or exc}); "
+            "pass a writable --workdir or fix its permissions"
+        ) from None
+
+
+def _stderr_line(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def _silent(message: str) -> None:
+    pass
 
 
 def train(
@@ -71,11 +94,10 @@ def train(
     tc = config.train
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
+    notify = _stderr_line if is_main else _silent
     mesh = make_mesh()
     check_batch_size(tc.batch_size, mesh.devices.size, tc.grad_accum_steps)
-    if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
-    checkpoints.check_workdir(workdir, scene_path, config, write=is_main)
+    checkpoints.check_workdir(workdir, scene_path, config, write=False)
     if is_main:
         write_config(workdir, config)
 
@@ -91,11 +113,24 @@ def train(
     manager = checkpoints.checkpoint_manager(
         workdir / "checkpoints", tc.keep_checkpoints, async_save=async_checkpoints
     )
-    if manager.latest_step() is not None:
-        _, state = checkpoints.restore(manager, state, iterator)
+    restored = checkpoints.restore_newest(manager, state, iterator, notify=notify)
+    if restored is not None:
+        state = restored[1]
     step = int(jax.device_get(state.step))
     if is_main:
-        truncate_metrics(workdir, step)
+        truncate_metrics(workdir, step, notify=notify)
+    # The workdir's identity is recorded with its first checkpoint, so that a run that
+    # fails before saving anything (a bad scene, a model too big to compile) leaves the
+    # workdir free for a corrected one.
+    identity_pending = is_main and not (workdir / checkpoints.RUN_FILE).exists()
+
+    def save(at: int) -> None:
+        nonlocal identity_pending
+        if identity_pending:
+            checkpoints.write_identity(workdir, checkpoints.run_identity(scene_path, config))
+            identity_pending = False
+        checkpoints.save(manager, at, state, iterator)
+
     # Compiled before the first batch, so that what the compiler freed can be handed
     # back to the system before the step's own buffers are allocated.
     train_step = (
@@ -107,44 +142,45 @@ def train(
     viewer = _TestViewRenderer(config, model, mesh, scene) if tc.render_every > 0 else None
 
     last_metrics: dict = {}
+    step_metrics, logged_step = None, step
     tick, tick_step = time.perf_counter(), step
     check_every = max(1, min(tc.log_every, tc.max_nonfinite_steps))
     rollbacks = _RollbackGuard()
     try:
         while step < tc.max_steps:
             batch = global_batch(mesh, next(iterator), BATCH_FIELDS)
-            state, metrics = train_step(state, batch)
+            state, step_metrics = train_step(state, batch)
             step += 1
             stop = should_stop is not None and should_stop(step)
             if step % tc.log_every == 0 or step == tc.max_steps or stop:
-                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                now = time.perf_counter()
-                metrics["rays_per_sec"] = tc.batch_size * (step - tick_step) / (now - tick)
-                metrics["steps_per_sec"] = (step - tick_step) / (now - tick)
-                metrics["nonfinite_total"] = int(jax.device_get(state.nonfinite_total))
-                tick, tick_step = now, step
+                metrics = _step_record(step_metrics, state, tc.batch_size, step - tick_step, tick)
+                tick, tick_step = time.perf_counter(), step
                 logger.log(step, metrics)
-                last_metrics = metrics
+                last_metrics, logged_step = metrics, step
                 if reporter is not None:
                     reporter(step, {**metrics, "checkpoint_step": manager.latest_step()})
             if step % check_every == 0:
                 streak = int(jax.device_get(state.nonfinite_steps))
                 if streak >= tc.max_nonfinite_steps:
-                    state, step = _roll_back(manager, state, step, streak, logger, bar, rollbacks)
+                    state, step = _roll_back(manager, state, step, streak, logger, bar, rollbacks, notify)
                     tick, tick_step = time.perf_counter(), step
                     continue
             if viewer is not None and step % tc.render_every == 0:
                 viewer.log(logger, step, state.params)
             if step % tc.checkpoint_every == 0 or step == tc.max_steps or stop:
-                checkpoints.save(manager, step, state, iterator)
+                save(step)
             bar.update(step, last_metrics or None)
             if stop:
                 bar.write(f"stopping early at step {step} (run again to resume)")
                 break
     except KeyboardInterrupt:
+        # A second Ctrl-C (or one between steps): the state of the last finished step
+        # is saved, with its metrics record, so the resumed log has no hole.
         if manager.latest_step() != step:
             bar.write(f"interrupted: saving a checkpoint at step {step}")
-            checkpoints.save(manager, step, state, iterator)
+            save(step)
+        if logged_step != step and step_metrics is not None:
+            logger.log(step, _step_record(step_metrics, state, tc.batch_size, step - tick_step, tick))
         manager.wait_until_finished()
         raise
     finally:
@@ -153,6 +189,16 @@ def train(
         logger.close()
     manager.close()
     return TrainResult(step=step, metrics=last_metrics, workdir=workdir)
+
+
+def _step_record(step_metrics, state, batch_size: int, steps: int, since: float) -> dict:
+    """The logged record of a step: its metrics and the rates since ``since``."""
+    metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+    seconds = max(time.perf_counter() - since, 1e-9)
+    metrics["rays_per_sec"] = batch_size * steps / seconds
+    metrics["steps_per_sec"] = steps / seconds
+    metrics["nonfinite_total"] = int(jax.device_get(state.nonfinite_total))
+    return metrics
 
 
 # Roll-backs to one checkpoint before giving up: the same data and state would fail again.
@@ -171,7 +217,14 @@ class _RollbackGuard:
 
 
 def _roll_back(
-    manager, state, step: int, streak: int, logger: MetricsLogger, bar: ProgressBar, guard: _RollbackGuard
+    manager,
+    state,
+    step: int,
+    streak: int,
+    logger: MetricsLogger,
+    bar: ProgressBar,
+    guard: _RollbackGuard,
+    notify: checkpoints.Notify,
 ):
     """Back to the latest checkpoint after ``streak`` consecutive non-finite steps.
     The data iterator is not rewound, so the run moves past the batches that failed."""
@@ -189,7 +242,7 @@ def _roll_back(
             "lower train.lr_init or train.grad_max_norm, or check the data"
         )
     bar.write(f"{streak} non-finite steps up to step {step}: rolling back to step {latest}")
-    restored_step, state = checkpoints.restore(manager, state, None, step=latest)
+    restored_step, state = checkpoints.restore_newest(manager, state, None, notify=notify)
     state = state.replace(nonfinite_steps=state.nonfinite_steps * 0)
     logger.log(step, {"event": "rollback", "to_step": restored_step, "nonfinite_streak": streak})
     return state, restored_step

@@ -1,14 +1,17 @@
 """Where training metrics go: ``metrics.jsonl`` and TensorBoard, from process 0 only.
 
 ``metrics.jsonl`` is strict JSON, one object per line: a non-finite value (the loss of
-a skipped step) is written as ``null``.
+a skipped step) is written as ``null``. A line torn by a kill mid-write is dropped
+(with a note) when the file is read, and the file is only ever rewritten atomically
+(a temporary file renamed over it), so a kill during a rewrite loses nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -61,17 +64,52 @@ def _plain(value):
     return [_plain(v) for v in value]
 
 
-def read_metrics(workdir: Path) -> list[dict]:
-    """The records of ``metrics.jsonl`` (empty if there is none)."""
+def _parse(path: Path) -> tuple[list[dict], int]:
+    """(the records of ``path``, the number of lines that are not a JSON object)."""
+    records, bad = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad += 1
+    return records, bad
+
+
+def read_metrics(workdir: Path, notify: Callable[[str], None] | None = None) -> list[dict]:
+    """The records of ``metrics.jsonl`` (empty if there is none). Lines that do not
+    parse (the last one torn by a kill) are skipped; ``notify`` is told how many."""
     path = Path(workdir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records, bad = _parse(path)
+    if bad and notify is not None:
+        notify(f"{path}: dropped {bad} unreadable line(s) (cut short by a kill)")
+    return records
 
 
-def truncate_metrics(workdir: Path, last_step: int) -> None:
-    """Drops records after ``last_step`` (a resume replays those steps)."""
+def truncate_metrics(workdir: Path, last_step: int, notify: Callable[[str], None] | None = None) -> None:
+    """Drops records after ``last_step`` (a resume replays those steps) and lines that
+    do not parse; the file is replaced atomically, and only when something changes."""
     path = Path(workdir) / "metrics.jsonl"
-    if path.exists():
-        kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= last_step or r.get("event")]
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    if not path.exists():
+        return
+    records, bad = _parse(path)
+    kept = [r for r in records if r.get("step", 0) <= last_step or r.get("event")]
+    text = "".join(json.dumps(r) + "\n" for r in kept)
+    if len(kept) == len(records) and not bad and path.read_text(errors="replace") == text:
+        return
+    if bad and notify is not None:
+        notify(f"{path}: dropped {bad} unreadable line(s) (cut short by a kill)")
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
