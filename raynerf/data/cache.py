@@ -2,20 +2,27 @@
 
 ``<cache_dir>/pixels/<scene name>-<hash of its path>/factor_<f>/`` holds
 ``pixels.zarr`` (uint8 [N, Hmax, Wmax, 3], one chunk per image, zero padding
-right and below smaller images) and ``fingerprint.json`` (file names, sizes and
-mtimes of the source images, the factor and the image sizes). A run whose
-fingerprint matches reads the array; otherwise the images are decoded once and
-the array is written to a temporary folder and renamed into place, so readers
-never see a half-written cache. The cache never lives inside the scene folder.
+right and below smaller images), ``fingerprint.json`` (file names, sizes and
+mtimes of the source images, the factor and the image sizes) and ``chunks.json``
+(a CRC-32 of each image's padded pixels, taken when they were decoded). A run whose
+fingerprint matches reads the array and checks every image against its CRC; a read
+error, a missing chunk (which reads back as zeros) or a mismatch counts as a miss:
+the cache is rebuilt, so training never sees pixels that were not verified.
+Otherwise the images are decoded once and the array is written to a temporary
+folder and renamed into place, so readers never see a half-written cache. The cache
+never lives inside the scene folder.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,7 +33,9 @@ from raynerf.data.images import read_image
 from raynerf.data.scene import Scene
 from raynerf.errors import RaynerfError
 
-CACHE_VERSION = 1
+# 2: chunks.json holds a CRC of each image (caches without one are rebuilt).
+CACHE_VERSION = 2
+CHECKSUMS = "chunks.json"
 
 
 def default_cache_dir(configured: str = "") -> Path:
@@ -81,6 +90,8 @@ def _write(scene: Scene, folder: Path, stamp: dict, progress: bool) -> None:
     shape = (scene.num_images, int(scene.heights.max()), int(scene.widths.max()), 3)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    _ordinary_mode(tmp)  # mkdtemp makes it private; a cache may be shared
+    checksums = [0] * scene.num_images
     try:
         array = ts.open(_spec(tmp / "pixels.zarr", shape), create=True).result()
 
@@ -94,6 +105,7 @@ def _write(scene: Scene, folder: Path, stamp: dict, progress: bool) -> None:
                 )
             padded = np.zeros(shape[1:], np.uint8)
             padded[:h, :w] = pixels
+            checksums[i] = _checksum(padded)
             array[i].write(padded).result()
 
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
@@ -106,11 +118,53 @@ def _write(scene: Scene, folder: Path, stamp: dict, progress: bool) -> None:
                 )
             for _ in done:
                 pass
+        (tmp / CHECKSUMS).write_text(json.dumps({"crc32": checksums}))
         (tmp / "fingerprint.json").write_text(json.dumps(stamp))
         _install(tmp, folder, stamp)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ordinary_mode(folder: Path) -> None:
+    """Gives ``folder`` the mode a plain ``mkdir`` would (0777 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+
+
+def _checksum(image: np.ndarray) -> int:
+    """CRC-32 of one padded image's bytes."""
+    return zlib.crc32(np.ascontiguousarray(image).data)
+
+
+def _discard(folder: Path) -> None:
+    """Renames ``folder`` aside, then deletes it (another process may install a fresh
+    cache at ``folder`` meanwhile; that one is never touched)."""
+    if not folder.exists():
+        return
+    stale = Path(tempfile.mkdtemp(prefix=f".{folder.name}-stale-", dir=folder.parent))
+    try:
+        os.replace(folder, stale / "old")
+    except FileNotFoundError:  # another process moved it first
+        pass
+    shutil.rmtree(stale, ignore_errors=True)
+
+
+def _read_verified(folder: Path, count: int) -> tuple[np.ndarray | None, str]:
+    """(the cached pixels, "") when every image matches its CRC, else (None, what is wrong)."""
+    try:
+        checksums = json.loads((folder / CHECKSUMS).read_text())["crc32"]
+        pixels = np.asarray(ts.open(_spec(folder / "pixels.zarr")).result().read().result())
+    except Exception as exc:  # noqa: BLE001 - tensorstore, zstd, json, OS: all mean "damaged"
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        return None, f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    if len(checksums) != count or len(pixels) != count:
+        return None, f"it holds {len(pixels)} images, the scene {count}"
+    bad = [i for i in range(count) if _checksum(pixels[i]) != checksums[i]]
+    if bad:
+        return None, f"{len(bad)} image(s) differ from what was cached, the first is image {bad[0]}"
+    return pixels, ""
 
 
 def _install(tmp: Path, folder: Path, stamp: dict) -> None:
@@ -121,13 +175,7 @@ def _install(tmp: Path, folder: Path, stamp: dict) -> None:
     for _ in range(10):
         if _matches(folder, stamp):
             return
-        if folder.exists():
-            stale = Path(tempfile.mkdtemp(prefix=f".{folder.name}-stale-", dir=folder.parent))
-            try:
-                os.replace(folder, stale / "old")
-            except FileNotFoundError:  # another process moved it first
-                pass
-            shutil.rmtree(stale, ignore_errors=True)
+        _discard(folder)
         try:
             os.replace(tmp, folder)
             return
@@ -155,17 +203,28 @@ def load_pixels(
     """
     folder = cache_folder(scene, Path(cache_dir) if cache_dir else default_cache_dir())
     stamp = fingerprint(scene)
-    if not _matches(folder, stamp):
-        try:
-            _write(scene, folder, stamp, progress)
-        except PermissionError as exc:
-            raise RaynerfError(
-                f"cannot write the pixel cache in {folder.parent} ({exc.strerror}); set "
-                "--set data.cache_dir=DIR or $RAYNERF_CACHE to a writable folder"
-            ) from None
-    pixels = ts.open(_spec(folder / "pixels.zarr")).result().read().result()
-    sizes = np.stack([scene.heights, scene.widths], axis=-1).astype(np.int64)
-    return np.asarray(pixels), sizes
+    for attempt in range(2):
+        if not _matches(folder, stamp):
+            try:
+                _write(scene, folder, stamp, progress)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):
+                    raise
+                raise RaynerfError(
+                    f"cannot write the pixel cache in {folder.parent} ({exc.strerror}); set "
+                    "--set data.cache_dir=DIR or $RAYNERF_CACHE to a writable folder"
+                ) from None
+        pixels, problem = _read_verified(folder, scene.num_images)
+        if pixels is not None:
+            sizes = np.stack([scene.heights, scene.widths], axis=-1).astype(np.int64)
+            return pixels, sizes
+        if attempt == 0:
+            print(f"the pixel cache in {folder} is damaged ({problem}); rebuilding it", file=sys.stderr)
+            _discard(folder)
+    raise RaynerfError(
+        f"the pixel cache in {folder} does not read back as written even after a rebuild ({problem}); "
+        "check the disk, or set --set data.cache_dir=DIR or $RAYNERF_CACHE to another folder"
+    )
 
 
 def is_cached(scene: Scene, cache_dir: Path | str | None = None) -> bool:
