@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from raynerf.cli.options import build_config, config_options, default_workdir, scene_dir, scene_options
+from raynerf.cli.options import (
+    build_config,
+    config_options,
+    default_workdir,
+    scene_dir,
+    scene_options,
+    writable_dir,
+)
 
 
 @click.command("eval")
@@ -26,6 +33,8 @@ def eval_(
 
     workdir = default_workdir(workdir, scene)
     config = build_config(config_name, overrides, workdir=workdir)
+    if workdir.is_dir():  # (a missing one is reported as "train first")
+        writable_dir(workdir / "eval", "eval folder")
     summary = evaluate(config, scene_dir(data_dir, scene), workdir)
     click.echo(summary_line(summary) + f" -> {workdir / 'eval' / 'metrics.json'}")
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import tempfile
 from pathlib import Path
 
 import click
@@ -72,3 +75,34 @@ def scene_dir(data_dir: Path, scene: str) -> Path:
 
 def default_workdir(workdir: Path | None, scene: str) -> Path:
     return workdir if workdir is not None else Path("runs") / scene
+
+
+def writable_dir(folder: Path, what: str) -> Path:
+    """Checks, before any compiling, that files can be written in ``folder`` (or, when it
+    does not exist yet, in the nearest folder above it, where it will be created): a
+    probe file is made and removed at once, so nothing else is created. An unwritable
+    folder or a read-only file system is a RaynerfError naming the folder."""
+    folder = Path(folder)
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder")
+        fd, probe = tempfile.mkstemp(prefix=".raynerf-write-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = {
+            errno.EROFS: "the file system is read-only",
+            errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied",
+            errno.ENOSPC: "no space left on the device",
+            errno.ENOTDIR: "a file of that name is in the way",
+        }.get(exc.errno, exc.strerror or str(exc))
+        where = "" if existing == folder.absolute() else f" (in {existing})"
+        raise RaynerfError(
+            f"cannot write to the {what} {folder}{where}: {reason}; fix its permissions or choose "
+            "another folder"
+        ) from None
+    return folder

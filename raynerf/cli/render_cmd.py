@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from raynerf.cli.options import build_config, config_options, default_workdir, scene_dir, scene_options
+from raynerf.cli.options import (
+    build_config,
+    config_options,
+    default_workdir,
+    scene_dir,
+    scene_options,
+    writable_dir,
+)
 
 
 @click.command("render")
@@ -94,6 +101,8 @@ def render(
 
     workdir = default_workdir(workdir, scene)
     config = build_config(config_name, overrides, workdir=workdir)
+    if workdir.is_dir():  # (a missing one is reported as "train first")
+        writable_dir(workdir / "render", "render folder")
     request = RenderRequest(
         frames=frames,
         fps=fps,

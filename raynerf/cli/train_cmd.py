@@ -10,7 +10,14 @@ from pathlib import Path
 
 import click
 
-from raynerf.cli.options import build_config, config_options, default_workdir, scene_dir, scene_options
+from raynerf.cli.options import (
+    build_config,
+    config_options,
+    default_workdir,
+    scene_dir,
+    scene_options,
+    writable_dir,
+)
 
 
 @click.command()
@@ -68,6 +75,8 @@ def train(
     workdir = default_workdir(workdir, scene)
     config = build_config(config_name, overrides, steps, workdir=workdir)
     path = scene_dir(data_dir, scene)
+    for folder, what in ((workdir, "workdir"), (workdir / "checkpoints", "checkpoint folder")):
+        writable_dir(folder, what)
     if (hosts or 1) > 1 or address or os.environ.get("RAY_ADDRESS"):
         from raynerf.distributed.launch import train_on_hosts
 
