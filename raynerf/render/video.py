@@ -3,13 +3,16 @@
 Videos are H.264 in yuv420p (plays everywhere) encoded with the ffmpeg binary that
 ships inside ``imageio-ffmpeg``, so no system ffmpeg is needed. A video is written to
 a temporary name in the same folder and renamed into place, so an interrupted write
-never leaves a damaged mp4 behind.
+never leaves a damaged mp4 behind; the temporary file of a write that was killed
+outright (``.<name>.<random>.partial.mp4``) is removed when the video is written again.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
@@ -35,6 +38,21 @@ def _pad_to_even(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
+def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
+    """Deletes the temporary files that killed writes of ``path`` left next to it
+    (see :func:`raynerf.render.images.atomic_path`); returns what was removed."""
+    path = Path(path)
+    pattern = f".{glob.escape(path.stem)}.*.partial{glob.escape(path.suffix)}"
+    removed = []
+    for stale in path.parent.glob(pattern):
+        try:
+            stale.unlink()
+            removed.append(stale)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float) -> None:
     """Encodes uint8 [H, W, 3] frames (all one size) as an H.264 mp4, atomically.
 
@@ -43,6 +61,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     """
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    remove_stale_partials(path)
     count, size = 0, None
     with atomic_path(path) as tmp:
         writer = imageio.get_writer(
