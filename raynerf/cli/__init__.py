@@ -1,12 +1,14 @@
 """The ``raynerf`` command line: a click group whose commands live one per module.
 
 Every command reports a :class:`~raynerf.errors.RaynerfError` as a single
-``Error: ...`` line with exit code 1 (see :class:`RaynerfGroup`).
+``Error: ...`` line with exit code 1 (see :class:`RaynerfGroup`). SIGTERM (what a
+preempted VM, Ray or a job scheduler sends) is handled like Ctrl-C by every command.
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 
 import click
 
@@ -44,10 +46,36 @@ class RaynerfGroup(click.Group):
         return getattr(importlib.import_module(module_name), attr)
 
     def invoke(self, ctx: click.Context):
+        treat_sigterm_as_ctrl_c()
         try:
             return super().invoke(ctx)
         except RaynerfError as exc:
             raise click.ClickException(str(exc)) from None
+
+
+def _forward_to_sigint(signum, frame) -> None:
+    """SIGTERM handler: does what the current Ctrl-C handler does (``train`` stops after
+    the step with a checkpoint; the other commands stop with KeyboardInterrupt)."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not _forward_to_sigint:
+        handler(signal.SIGINT, frame)
+    else:  # the default, or Ctrl-C ignored (a background job of a script): stop anyway
+        raise KeyboardInterrupt
+
+
+def treat_sigterm_as_ctrl_c() -> None:
+    """Installs :func:`_forward_to_sigint` for SIGTERM. pycolmap (glog) installs a native
+    handler that prints a stack trace and aborts when it is imported, so it is imported
+    first and its handler replaced. JAX is imported before it: the other way round,
+    the heap is corrupted later (zlib aborts with "double free or corruption" when
+    JAX writes its compilation cache)."""
+    import threading
+
+    import jax  # noqa: F401 - must come before pycolmap, see above
+    import pycolmap  # noqa: F401 - imported for its side effect on the signal handlers
+
+    if threading.current_thread() is threading.main_thread():  # (CliRunner may run in a thread)
+        signal.signal(signal.SIGTERM, _forward_to_sigint)
 
 
 @click.group(cls=RaynerfGroup, context_settings={"help_option_names": ["-h", "--help"]})

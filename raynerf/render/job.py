@@ -18,6 +18,8 @@ import json
 import logging
 import re
 import shutil
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -194,17 +196,21 @@ def _child_processes_quiet() -> Iterator[None]:
 @contextlib.contextmanager
 def ray_session(address: str | None = None) -> Iterator[None]:
     """Connects to the Ray cluster at ``address`` (or starts a local one); shuts down on
-    exit what this call started. An already initialised Ray is used as it is."""
+    exit what this call started. An already initialised Ray is used as it is. The SIGTERM
+    handler (see raynerf.cli) is kept: ray.init would make SIGTERM exit at once."""
     import ray
 
     if ray.is_initialized():
         yield
         return
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
         with _child_processes_quiet():
             ray.init(
                 address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False
             )
+        if sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, sigterm)  # ray.init replaces it with sys.exit
     except ConnectionError as exc:
         raise RaynerfError(
             f"cannot reach the Ray cluster at {address} ({exc}); check --address "
