@@ -5,8 +5,8 @@ it when the save is complete), so a process killed mid-save leaves the previous
 checkpoints loadable. Every process takes part in each save and restore.
 
 A checkpoint damaged after it was written (a truncated or corrupted file) is moved
-aside to ``checkpoints-damaged/<step>`` (never deleted) and the newest one that does
-restore is used instead (:func:`restore_newest`).
+aside to ``checkpoints-damaged/<step>`` (never deleted) when an older one restores,
+and that one is used instead (:func:`restore_newest`).
 
 A workdir remembers the scene (its folder name and a fingerprint of its COLMAP model)
 and the model it was trained for (``run.json``, written with the first checkpoint)
@@ -129,37 +129,47 @@ def restore_newest(
     """The newest checkpoint that restores, as :func:`restore`; ``None`` when there is
     no checkpoint at all.
 
-    A checkpoint that fails to restore (a truncated or corrupted file: tensorstore,
-    orbax and grain raise many kinds of errors) is moved aside by process 0 (see
-    :func:`move_aside`), ``notify`` gets one line saying so, and the next older one is
-    tried. When every checkpoint fails: a RaynerfError naming the folder.
+    Checkpoints newer than the one that restores (a truncated or corrupted file:
+    tensorstore, orbax and grain raise many kinds of errors) are moved aside by process
+    0 (see :func:`move_aside`), each with one line to ``notify``. When none restores,
+    nothing is moved (a model config that does not match the checkpoints fails the
+    same way) and a RaynerfError names the folder.
     """
     steps = sorted(manager.all_steps(), reverse=True)
     if not steps:
         return None
+    failed: list[tuple[int, str]] = []
     for step in steps:
         try:
-            restored = restore(manager, state_like, data_iterator, step=step)
-            error = None
-        except Exception as exc:  # noqa: BLE001 - any failure to read it means it is damaged
-            restored, error = None, exc
-        if _everywhere(error is None):
+            restored, reason = restore(manager, state_like, data_iterator, step=step), ""
+        except Exception as exc:  # noqa: BLE001 - any failure to read it means it is unusable
+            restored, reason = None, _short(exc)
+        if _everywhere(restored is not None):
+            _set_aside(manager, failed, step, notify)
             return restored
+        failed.append((step, reason or "it failed to restore on another host"))
+    newest, reason = failed[0]
+    raise RaynerfError(
+        f"no checkpoint in {manager.directory} restores (checkpoint {newest}: {reason}); if the run's "
+        "config changed, use the one it was trained with; if the files are damaged, move the "
+        "folder away to train from step 0"
+    )
+
+
+def _set_aside(
+    manager: ocp.CheckpointManager, failed: list[tuple[int, str]], restored: int, notify: Notify
+) -> None:
+    """Moves the ``failed`` checkpoints (newer than ``restored``) aside, one note each."""
+    if not failed:
+        return
+    for step, reason in failed:
         where = Path(manager.directory).parent / DAMAGED_DIR / str(step)
         if jax.process_index() == 0:
             where = move_aside(manager, step)
-        if jax.process_count() > 1:
-            multihost_utils.sync_global_devices(f"raynerf-damaged-checkpoint-{step}")
-        manager.reload()
-        older = [s for s in steps if s < step]
-        then = f"trying step {older[0]}" if older else "no older checkpoint is left"
-        reason = _short(error) if error is not None else "it failed to restore on another host"
-        notify(f"checkpoint {step} does not restore ({reason}); moved it to {where}; {then}")
-    raise RaynerfError(
-        f"no checkpoint in {manager.directory} restores (all were damaged and moved to "
-        f"{Path(manager.directory).parent / DAMAGED_DIR}); copy a good one back, or run train "
-        "again to start from step 0"
-    )
+        notify(f"checkpoint {step} does not restore ({reason}); moved it to {where}; using step {restored}")
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"raynerf-damaged-checkpoints-{restored}")
+    manager.reload()
 
 
 # The data settings that fix the scene's frame, with the value a run.json written before

@@ -13,6 +13,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from raynerf.render import video
 
@@ -26,6 +27,7 @@ write_video(sys.argv[1], frames(), fps=5)
 """
 
 
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # the child execs at once
 def test_a_killed_video_write_leaves_no_partial_file_once_rerun(tmp_path):
     path = tmp_path / "scene_path_renders_step_8_color.mp4"
     proc = subprocess.Popen([sys.executable, "-c", ENDLESS_WRITE, str(path)])
