@@ -6,6 +6,8 @@ Every host group here is real: Ray Train worker processes joined by
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,19 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_tmpdir(monkeypatch):
+    """A private Ray temp dir (short: Ray's socket paths must fit in 107 bytes), so that
+    no other Ray on this machine sees the clusters a test starts (``ray start`` and
+    ``ray.cluster_utils.Cluster`` record theirs for a bare ``ray.init()`` to attach to),
+    nor the test theirs."""
+    path = tempfile.mkdtemp(prefix="rn", dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import psutil
@@ -97,17 +96,6 @@ def _wait_gone(procs: list[psutil.Process], seconds: float) -> list[str]:
     while _alive(procs) and time.time() < deadline:
         time.sleep(0.5)
     return _alive(procs)
-
-
-@pytest.fixture
-def ray_tmpdir(monkeypatch):
-    """A private Ray temp dir (short: Ray's socket paths must fit in 107 bytes), so that
-    no other Ray on this machine sees what these tests start, nor they it."""
-    path = tempfile.mkdtemp(prefix="rn", dir="/tmp")
-    monkeypatch.setenv("RAY_TMPDIR", path)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 _DRIVER = """

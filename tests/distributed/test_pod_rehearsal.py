@@ -1,0 +1,114 @@
+"""A TPU pod slice rehearsed on one machine (issue 21 §2): a Ray cluster of three
+raylets on this machine, a CPU head with ``CPU: 0`` and two nodes that look like the
+two TPU VMs of a v4-16 slice as Ray sets them up on Google Cloud (``TPU: 4``,
+``TPU-v4-16-head`` on worker 0 only, ``accelerator_type:TPU-V4``, and the
+``ray.io/tpu-*`` and ``ray.io/accelerator-type`` labels). No chip is behind them.
+
+What runs: raynerf's slice detection (:func:`~raynerf.distributed.hosts.detect_platform`)
+and its TPU ``ScalingConfig`` (:func:`~raynerf.distributed.hosts.scaling_config`),
+then Ray Train's own TPU placement with that config (``SlicePlacementGroup``: the
+slice-head reservation, then one bundle per VM of that slice), running a probe in
+each worker that records its node, the node's TPU worker id and ``TPU_VISIBLE_CHIPS``.
+What cannot run: ``JaxConfig(use_tpu=True)`` (Ray Train initialises
+``jax.distributed`` for TPUs, which needs the chips), so the probe stands in for
+:func:`~raynerf.distributed.hosts.host_main`.
+
+Slow: a 3-node cluster starts (about 40-90 s on 2 busy cores).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SLICE = "rehearsal-slice"
+
+
+def _tpu_vm(worker_id: int) -> dict:
+    resources = {"TPU": 4, "accelerator_type:TPU-V4": 1}
+    if worker_id == 0:
+        resources["TPU-v4-16-head"] = 1
+    labels = {
+        "ray.io/tpu-slice-name": SLICE,
+        "ray.io/tpu-worker-id": str(worker_id),
+        "ray.io/tpu-topology": "2x2x2",
+        "ray.io/tpu-pod-type": "v4-16",
+        "ray.io/accelerator-type": "TPU-V4",
+    }
+    return {"num_cpus": 1, "resources": resources, "labels": labels}
+
+
+def test_slice_is_detected_and_gets_one_worker_per_vm(ray_tmpdir, monkeypatch, tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.train import RunConfig
+    from ray.train.v2.jax import JaxConfig, JaxTrainer
+
+    from raynerf.distributed.hosts import HostGroupSpec, detect_platform, scaling_config
+
+    # Ray names a slice from GCE metadata on a TPU VM, from TPU_NAME elsewhere (GKE).
+    monkeypatch.setenv("TPU_NAME", SLICE)
+    out = tmp_path / "probes"
+    out.mkdir()
+
+    def probe(cfg: dict) -> None:  # defined here: pickled by value for the workers
+        import json
+        import os
+
+        import ray
+        import ray.train
+
+        rank = ray.train.get_context().get_world_rank()
+        node = ray.get_runtime_context().get_node_id()
+        labels = next(n.get("Labels", {}) for n in ray.nodes() if n["NodeID"] == node)
+        seen = {
+            "rank": rank,
+            "node": node,
+            "worker_id": labels.get("ray.io/tpu-worker-id"),
+            "visible_chips": os.environ.get("TPU_VISIBLE_CHIPS"),
+        }
+        (Path(cfg["out"]) / f"rank{rank}.json").write_text(json.dumps(seen))
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        vms = {k: cluster.add_node(**_tpu_vm(k)).node_id for k in (0, 1)}
+        ray.init(address=cluster.address, log_to_driver=False)
+
+        found = detect_platform()
+        assert found == {
+            "platform": "tpu",
+            "hosts": 2,
+            "devices_per_host": 4,
+            "topology": "2x2x2",
+            "accelerator_type": "TPU-V4",
+        }
+        spec = HostGroupSpec(
+            hosts=found["hosts"],
+            devices_per_host=found["devices_per_host"],
+            platform="tpu",
+            topology=found["topology"],
+            accelerator_type=found["accelerator_type"],
+            max_restarts=0,
+        )
+        trainer = JaxTrainer(
+            probe,
+            train_loop_config={"out": str(out)},
+            jax_config=JaxConfig(use_tpu=False),  # the one departure: no chips to initialise
+            scaling_config=scaling_config(spec),
+            run_config=RunConfig(name="rehearsal", storage_path=str(tmp_path / "ray_train")),
+        )
+        trainer.fit()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+    reports = [json.loads(p.read_text()) for p in sorted(out.iterdir())]
+    by_rank = {r["rank"]: r for r in reports}
+    assert sorted(by_rank) == [0, 1], reports
+    placed = {r["node"]: r["worker_id"] for r in by_rank.values()}
+    assert placed == {vms[0]: "0", vms[1]: "1"}  # one worker on each VM, none on the head
+    assert all(r["visible_chips"] == "0,1,2,3" for r in by_rank.values())
