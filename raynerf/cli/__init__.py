@@ -64,15 +64,14 @@ def _forward_to_sigint(signum, frame) -> None:
 
 
 def treat_sigterm_as_ctrl_c() -> None:
-    """Installs :func:`_forward_to_sigint` for SIGTERM. pycolmap (glog) installs a native
-    handler that prints a stack trace and aborts when it is imported, so it is imported
-    first and its handler replaced. JAX is imported before it: the other way round,
-    the heap is corrupted later (zlib aborts with "double free or corruption" when
-    JAX writes its compilation cache)."""
-    import threading
+    """Installs :func:`_forward_to_sigint` for SIGTERM (in the main thread only).
 
-    import jax  # noqa: F401 - must come before pycolmap, see above
-    import pycolmap  # noqa: F401 - imported for its side effect on the signal handlers
+    Importing pycolmap installs glog's native handler, which prints a stack trace and
+    aborts, so the commands call this again once their imports are done (pycolmap is
+    not imported here: imported before JAX, it corrupts the heap, and zlib aborts with
+    "double free or corruption" when JAX writes its compilation cache).
+    """
+    import threading
 
     if threading.current_thread() is threading.main_thread():  # (CliRunner may run in a thread)
         signal.signal(signal.SIGTERM, _forward_to_sigint)

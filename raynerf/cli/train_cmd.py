@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from raynerf.cli import treat_sigterm_as_ctrl_c
 from raynerf.cli.options import (
     build_config,
     config_options,
@@ -80,6 +81,7 @@ def train(
     if (hosts or 1) > 1 or address or os.environ.get("RAY_ADDRESS"):
         from raynerf.distributed.launch import train_on_hosts
 
+        treat_sigterm_as_ctrl_c()  # again, after the imports (see there)
         outcome = train_on_hosts(
             config,
             path,
@@ -106,6 +108,7 @@ def train(
         set_local_devices(devices_per_host)
     from raynerf.training.loop import train as run_training
 
+    treat_sigterm_as_ctrl_c()  # again, after pycolmap's import (see there)
     with _interrupt_flag() as interrupted:
         result = run_training(config, path, workdir, should_stop=lambda _: interrupted.is_set())
     if interrupted.is_set():

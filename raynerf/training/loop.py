@@ -175,12 +175,17 @@ def train(
                 break
     except KeyboardInterrupt:
         # A second Ctrl-C (or one between steps): the state of the last finished step
-        # is saved, with its metrics record, so the resumed log has no hole.
-        if manager.latest_step() != step:
-            bar.write(f"interrupted: saving a checkpoint at step {step}")
-            save(step)
-        if logged_step != step and step_metrics is not None:
-            logger.log(step, _step_record(step_metrics, state, tc.batch_size, step - tick_step, tick))
+        # is saved, with its metrics record, so the resumed log has no hole. Inside a
+        # step, its input state may already be donated (deleted): nothing to save then.
+        if _donated(state):
+            latest = manager.latest_step()
+            bar.write(f"interrupted inside step {step + 1}; the latest checkpoint is step {latest}")
+        else:
+            if manager.latest_step() != step:
+                bar.write(f"interrupted: saving a checkpoint at step {step}")
+                save(step)
+            if logged_step != step and step_metrics is not None:
+                logger.log(step, _step_record(step_metrics, state, tc.batch_size, step - tick_step, tick))
         manager.wait_until_finished()
         raise
     finally:
@@ -189,6 +194,11 @@ def train(
         logger.close()
     manager.close()
     return TrainResult(step=step, metrics=last_metrics, workdir=workdir)
+
+
+def _donated(state) -> bool:
+    """Whether any buffer of ``state`` was deleted (donated to a step that did not return)."""
+    return any(x.is_deleted() for x in jax.tree.leaves(state) if isinstance(x, jax.Array))
 
 
 def _step_record(step_metrics, state, batch_size: int, steps: int, since: float) -> dict:
