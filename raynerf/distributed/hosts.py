@@ -109,11 +109,11 @@ class RunMonitor:
             self._pending_failure = None
         return self.attempt
 
-    def register(self, attempt: int, rank: int, pid: int) -> None:
+    def register(self, attempt: int, rank: int, pid: int, where: str = "") -> None:
         self.pids.setdefault(attempt, {})[rank] = pid
         if attempt == self.attempt:
             now = time.time()
-            self.hosts[rank] = {"step": None, "progress_t": now, "alive_t": now}
+            self.hosts[rank] = {"step": None, "progress_t": now, "alive_t": now, "where": where}
 
     def alive(self, attempt: int, rank: int) -> None:
         if attempt == self.attempt and rank in self.hosts:
@@ -125,12 +125,14 @@ class RunMonitor:
             self.hosts[rank].update(step=step, progress_t=now, alive_t=now)
 
     def host_ages(self) -> dict[int, dict]:
-        """``rank -> {"step", "no_progress_s", "silent_s", "silent"}`` for this group's hosts:
-        the last step each finished, seconds since it did (or since it joined), seconds
-        since it last said it was alive, and whether that is longer than ``silent_after_s``."""
+        """``rank -> {"where", "step", "no_progress_s", "silent_s", "silent"}`` for this
+        group's hosts: where it runs (:func:`worker_location`), the last step it finished,
+        seconds since it did (or since it joined), seconds since it last said it was
+        alive, and whether that is longer than ``silent_after_s``."""
         now = time.time()
         return {
             rank: {
+                "where": h["where"],
                 "step": h["step"],
                 "no_progress_s": now - h["progress_t"],
                 "silent_s": now - h["alive_t"],
@@ -205,8 +207,28 @@ def silent_note(ages: dict[int, dict]) -> str:
     if not silent:
         return ""
     (first_s, first), later = silent[0], silent[1:]
-    note = f"; host {first} had stopped responding {first_s:.0f} s before (hung, stopped or unreachable)"
-    return note + "".join(f"; host {rank} stopped responding later ({s:.0f} s before)" for s, rank in later)
+    note = (
+        f"; {host_name(first, ages[first])} had stopped responding {first_s:.0f} s before "
+        "(hung, stopped or unreachable)"
+    )
+    return note + "".join(
+        f"; {host_name(rank, ages[rank])} stopped responding later ({s:.0f} s before)" for s, rank in later
+    )
+
+
+def host_name(rank: int, age: dict) -> str:
+    """``host 1``, or ``host 1 (TPU worker 0, 10.0.0.3)`` where the host's location is known."""
+    return f"host {rank} ({age['where']})" if age.get("where") else f"host {rank}"
+
+
+def worker_location() -> str:
+    """Where this Ray worker runs, for messages: ``"TPU worker 0, 10.0.0.3"`` on a node Ray
+    labels as a TPU VM (Ray Train's ranks need not follow the slice's worker ids), ``""``
+    elsewhere (local CPU groups: every host is this machine)."""
+    worker_id = ray.get_runtime_context().get_node_labels().get("ray.io/tpu-worker-id")
+    if worker_id is None:
+        return ""
+    return f"TPU worker {worker_id}, {ray.util.get_node_ip_address()}"
 
 
 def stall_warnings(ages: dict[int, dict], stall_after_s: float, warned: set) -> list[str]:
@@ -235,7 +257,9 @@ def stall_warnings(ages: dict[int, dict], stall_after_s: float, warned: set) -> 
             if a["silent"]
             else "but is alive (waiting for another host?)"
         )
-        lines.append(f"host {rank} has made no progress for {a['no_progress_s']:.0f} s ({since}) {verdict}")
+        lines.append(
+            f"{host_name(rank, a)} has made no progress for {a['no_progress_s']:.0f} s ({since}) {verdict}"
+        )
     return lines
 
 
@@ -352,7 +376,7 @@ def host_main(cfg: dict) -> dict:
     else:
         shared = None
     attempt, coordinator = broadcast_from_rank_zero(shared)
-    ray.get(monitor.register.remote(attempt, rank, os.getpid()))
+    ray.get(monitor.register.remote(attempt, rank, os.getpid(), worker_location()))
     with Heartbeat(monitor, attempt, rank):
         if spec.platform == "cpu":
             try:

@@ -85,8 +85,14 @@ def test_restart_event_carries_the_cause(ray_local):
     assert ray_local.get(monitor.take_unwritten_events.remote()) == []
 
 
-def _ages(step, no_progress_s, silent_s, silent):
-    return {"step": step, "no_progress_s": no_progress_s, "silent_s": silent_s, "silent": silent}
+def _ages(step, no_progress_s, silent_s, silent, where=""):
+    return {
+        "where": where,
+        "step": step,
+        "no_progress_s": no_progress_s,
+        "silent_s": silent_s,
+        "silent": silent,
+    }
 
 
 def test_stall_warnings_name_the_silent_host_once():
@@ -157,3 +163,14 @@ def test_the_first_host_to_fall_silent_is_named_first():
         "; host 0 stopped responding later (6 s before)"
     )
     assert silent_note({2: ages[2]}) == ""
+
+
+def test_a_tpu_host_is_named_with_its_worker_id_and_address():
+    from raynerf.distributed.hosts import silent_note, stall_warnings
+
+    ages = {1: _ages(7, 12.0, 11.0, True, "TPU worker 0, 10.0.0.3")}
+    assert stall_warnings(ages, 10.0, set()) == [
+        "host 1 (TPU worker 0, 10.0.0.3) has made no progress for 12 s (since step 7) and has not "
+        "responded for 11 s: hung, stopped or unreachable"
+    ]
+    assert silent_note(ages).startswith("; host 1 (TPU worker 0, 10.0.0.3) had stopped responding 11 s")

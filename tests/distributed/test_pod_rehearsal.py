@@ -8,7 +8,8 @@ What runs: raynerf's slice detection (:func:`~raynerf.distributed.hosts.detect_p
 and its TPU ``ScalingConfig`` (:func:`~raynerf.distributed.hosts.scaling_config`),
 then Ray Train's own TPU placement with that config (``SlicePlacementGroup``: the
 slice-head reservation, then one bundle per VM of that slice), running a probe in
-each worker that records its node, the node's TPU worker id and ``TPU_VISIBLE_CHIPS``.
+each worker that records its node, the node's TPU worker id, ``TPU_VISIBLE_CHIPS`` and
+raynerf's :func:`~raynerf.distributed.hosts.worker_location` (how its messages name the host).
 What cannot run: ``JaxConfig(use_tpu=True)`` (Ray Train initialises
 ``jax.distributed`` for TPUs, which needs the chips), so the probe stands in for
 :func:`~raynerf.distributed.hosts.host_main`.
@@ -62,6 +63,8 @@ def test_slice_is_detected_and_gets_one_worker_per_vm(ray_tmpdir, monkeypatch, t
         import ray
         import ray.train
 
+        from raynerf.distributed.hosts import worker_location
+
         rank = ray.train.get_context().get_world_rank()
         node = ray.get_runtime_context().get_node_id()
         labels = next(n.get("Labels", {}) for n in ray.nodes() if n["NodeID"] == node)
@@ -70,6 +73,7 @@ def test_slice_is_detected_and_gets_one_worker_per_vm(ray_tmpdir, monkeypatch, t
             "node": node,
             "worker_id": labels.get("ray.io/tpu-worker-id"),
             "visible_chips": os.environ.get("TPU_VISIBLE_CHIPS"),
+            "location": worker_location(),
         }
         (Path(cfg["out"]) / f"rank{rank}.json").write_text(json.dumps(seen))
 
@@ -112,3 +116,5 @@ def test_slice_is_detected_and_gets_one_worker_per_vm(ray_tmpdir, monkeypatch, t
     placed = {r["node"]: r["worker_id"] for r in by_rank.values()}
     assert placed == {vms[0]: "0", vms[1]: "1"}  # one worker on each VM, none on the head
     assert all(r["visible_chips"] == "0,1,2,3" for r in by_rank.values())
+    # How raynerf's messages name each host: by the slice's worker id, not Ray Train's rank.
+    assert all(r["location"].startswith(f"TPU worker {r['worker_id']}, ") for r in by_rank.values())
