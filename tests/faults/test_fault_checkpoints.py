@@ -42,11 +42,12 @@ def _truncate(path: Path, size: int = 1000) -> None:
     path.write_bytes(path.read_bytes()[:size])
 
 
-def _flip_bytes(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    for i in range(len(data) // 3, len(data), 997):
-        data[i] ^= 0x5A
-    path.write_bytes(bytes(data))
+def _overwrite_first_half(path: Path) -> None:
+    """Zeros over the first half of a file (its compressed arrays' frame headers go too,
+    so a restore fails; a flipped bit inside a compressed block may go unseen, see
+    docs/reliability.md)."""
+    data = path.read_bytes()
+    path.write_bytes(bytes(len(data) // 2) + data[len(data) // 2 :])
 
 
 def test_train_falls_back_to_the_newest_checkpoint_that_restores(
@@ -75,9 +76,9 @@ def test_train_falls_back_to_the_newest_checkpoint_that_restores(
 
 
 def test_eval_and_render_load_the_newest_checkpoint_that_restores(run_copy, fault_scene, config):
-    """Corrupted bytes in the latest checkpoint: the loader eval and render use gives
+    """Overwritten bytes in the latest checkpoint: the loader eval and render use gives
     the previous checkpoint, with one note, and moves the damaged one aside."""
-    _flip_bytes(_largest_array_file(run_copy / "checkpoints" / "8"))
+    _overwrite_first_half(_largest_array_file(run_copy / "checkpoints" / "8"))
     notes: list[str] = []
     step, _ = load_trained_params(config, fault_scene, run_copy, make_mesh(), notify=notes.append)
     assert step == 4
