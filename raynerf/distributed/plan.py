@@ -91,17 +91,21 @@ def group_size(attributes: str, num_devices: int) -> int:
 
 def hlo_collectives(hlo_text: str, num_devices: int) -> list[dict]:
     """The collectives in a compiled program's HLO text, one row per kind and group size:
-    ``{"kind", "count", "bytes", "group_size"}`` (bytes: the results' sizes, summed over
-    the instructions; an instruction inside a loop counts once)."""
+    ``{"kind", "count", "bytes", "group_size", "bytes_by_dtype"}`` (bytes: the results'
+    sizes, summed over the instructions; an instruction inside a loop counts once)."""
     rows: dict[tuple[str, int], dict] = {}
     for line in hlo_text.splitlines():
         match = _COLLECTIVE_RE.match(line)
         if not match:
             continue
         kind, size = match["op"], group_size(match["rest"], num_devices)
-        row = rows.setdefault((kind, size), {"kind": kind, "count": 0, "bytes": 0, "group_size": size})
+        row = rows.setdefault((kind, size), {"kind": kind, "count": 0, "bytes": 0, "group_size": size,
+                                             "bytes_by_dtype": {}})
         row["count"] += 1
-        row["bytes"] += array_bytes(match["type"])
+        for array in _ARRAY_RE.finditer(match["type"]):
+            size_ = array_bytes(array[0])
+            row["bytes"] += size_
+            row["bytes_by_dtype"][array["dtype"]] = row["bytes_by_dtype"].get(array["dtype"], 0) + size_
     return sorted(rows.values(), key=lambda r: (-r["bytes"], r["kind"]))
 
 
@@ -268,8 +272,33 @@ def search_accumulation(fits: Callable[[int], bool], share: int, start: int) -> 
 
 def _attempt(config: Config, mesh, hbm_bytes: int) -> dict:
     result, state, batch = compile_train_step(config, mesh)
-    return {"result": result, "state": state,
+    return {"result": result, "state": state, "batch": batch,
             "memory": memory_of(result, state, batch, mesh.devices.size, hbm_bytes)}
+
+
+def placement(executable, state, batch: dict) -> dict:
+    """How the compiled step holds its inputs: whether every state leaf is replicated
+    on every device, and the batch rows each device holds (and on how many devices)."""
+    (state_in, batch_in), _ = executable.input_shardings
+    replicated_ = all(s.is_fully_replicated and s.shard_shape(x.shape) == x.shape
+                      for s, x in zip(jax.tree.leaves(state_in), jax.tree.leaves(state), strict=True))
+    rows = {s.shard_shape(batch[name].shape)[0] for name, s in batch_in.items()}
+    devices = {len(s.device_set) for s in batch_in.values()}
+    return {"state_replicated": replicated_, "batch_rows_per_device": sorted(rows),
+            "batch_devices": sorted(devices)}
+
+
+def _search_row(attempt: dict) -> dict:
+    """One compile of the accumulation search; ``compiled_flops`` as XLA's cost analysis
+    reports it (a micro-batch loop's body counted once)."""
+    memory, result = attempt["memory"], attempt["result"]
+    row = {"grad_accum_steps": result.grad_accum_steps, "fits": memory["fits"],
+           "per_chip_bytes": memory["per_chip_bytes"]}
+    if "temporaries_bytes" in memory:
+        row["temporaries_bytes"] = memory["temporaries_bytes"]
+    if result.executable is not None:
+        row["compiled_flops"] = cost_of(result.executable)["flops"]
+    return dict(row, compile_seconds=round(result.seconds, 1))
 
 
 def render_plan(config: Config, mesh, hbm_bytes: int, peak: float, bandwidth: float, params) -> dict:
@@ -336,12 +365,7 @@ def plan(config: Config, tpu_slice: Slice, hbm_bytes: int | None = None, render:
         "batch_size": tc.batch_size, "batch_per_host": tc.batch_size // len(processes),
         "batch_per_device": share, "grad_accum_steps": result.grad_accum_steps,
         "compute_dtype": config.model.compute_dtype, "fits": memory["fits"], "memory": memory,
-        "search": [{"grad_accum_steps": m, "fits": a["memory"]["fits"],
-                    "per_chip_bytes": a["memory"]["per_chip_bytes"],
-                    **({"temporaries_bytes": a["memory"]["temporaries_bytes"]}
-                       if "temporaries_bytes" in a["memory"] else {}),
-                    "compile_seconds": round(a["result"].seconds, 1)}
-                   for m, a in sorted(attempts.items())],
+        "search": [_search_row(a) for _, a in sorted(attempts.items())],
     }
     if result.executable is None:
         return report
@@ -353,6 +377,7 @@ def plan(config: Config, tpu_slice: Slice, hbm_bytes: int | None = None, render:
         step.update(accumulated_cost(cost, update, result.grad_accum_steps), update=update)
     step["collectives"] = hlo_collectives(result.executable.as_text(), mesh.devices.size)
     report["step"] = step
+    report["placement"] = placement(result.executable, chosen["state"], chosen["batch"])
     cost = step
     peak = peak_flops(tpu_slice, config.model.compute_dtype, jax.config.jax_default_matmul_precision)
     bandwidth = gen.hbm_bandwidth
@@ -419,8 +444,9 @@ def format_plan(report: dict) -> str:
         rows += [("per step per chip: FLOPs", _si(step["flops"], "FLOP")),
                  ("per step per chip: HBM accessed", _si(step["hbm_bytes"], "B"))]
         for c in step["collectives"]:
+            dtypes = ", ".join(f"{k} {_si(v, 'B')}" for k, v in sorted(c["bytes_by_dtype"].items()))
             rows.append((f"collective {c['kind']}", f"{c['count']} x over {c['group_size']} devices, "
-                                                    f"{_si(c['bytes'], 'B')} in all"))
+                                                    f"{_si(c['bytes'], 'B')} in all ({dtypes})"))
         est = report["estimate"]
         rows += [
             ("estimate: step time", f"{est['step_seconds'] * 1e3:.2f} ms ({est['bound']} bound; "

@@ -51,8 +51,9 @@ def test_every_known_slice_parses():
         assert tpu_slice.hosts * tpu_slice.chips_per_host == tpu_slice.chips
 
 
-needs_libtpu = pytest.mark.skipif(not slices.libtpu_installed(),
-                                  reason="libtpu not installed (pip install 'raynerf[tpu]')")
+needs_libtpu = pytest.mark.skipif(
+    not slices.libtpu_installed(), reason="libtpu not installed (pip install 'raynerf[tpu]')"
+)
 
 
 @needs_libtpu
