@@ -27,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ray
-from ray._private.services import find_bootstrap_address
 
 from raynerf.config import Config
 from raynerf.distributed import reaper
@@ -86,7 +85,7 @@ def connect(address: str | None, num_cpus: int | None, say: Callable[[str], None
         ray.init(address=address, log_to_driver=False)
         say(f"Ray: attached to the cluster at {address} ({_gcs_address()})")
         return False
-    running = find_bootstrap_address(None)
+    running = _recorded_cluster()
     global _watchdog
     _watchdog = reaper.start()
     try:
@@ -110,6 +109,17 @@ def shutdown_local() -> None:
     if _watchdog is not None:
         reaper.stop(_watchdog)
         _watchdog = None
+
+
+def _recorded_cluster() -> str | None:
+    """The address ``ray start`` recorded on this machine (what a bare ``ray.init()`` would
+    attach to), or None. Ray keeps this lookup private, so a Ray without it means None."""
+    try:
+        from ray._private.services import find_bootstrap_address
+
+        return find_bootstrap_address(None)
+    except (ImportError, AttributeError, OSError):
+        return None
 
 
 def _gcs_address() -> str:
