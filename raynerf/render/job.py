@@ -206,8 +206,13 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
         with _child_processes_quiet():
+            # No address: a private local instance, never a `ray start` cluster that
+            # happens to run on this machine (ray.init's default would attach to it).
             ray.init(
-                address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False
+                address=address or "local",
+                include_dashboard=False,
+                logging_level=logging.ERROR,
+                log_to_driver=False,
             )
         if sigterm is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, sigterm)  # ray.init replaces it with sys.exit

@@ -85,7 +85,7 @@ def test_to_uint8_and_acc():
 
 def _lut_index(rgb):
     """Index of each RGB in the turbo table (exact match)."""
-    lut = video._colormap_lut()
+    lut = images._colormap_lut()
     hits = np.all(rgb[..., None, :] == lut, axis=-1)
     assert hits.any(axis=-1).all()
     return hits.argmax(axis=-1)

@@ -25,7 +25,7 @@ from raynerf.training import loop
 from raynerf.training.checkpoints import load_trained_params
 from raynerf.training.metrics_log import read_metrics
 from raynerf.training.optim import learning_rate, make_optimizer
-from raynerf.training.step import check_batch_size, create_train_state, jit_train_step
+from raynerf.training.step import BATCH_FIELDS, check_batch_size, create_train_state, jit_train_step
 
 LOGGED = (
     "loss",
@@ -105,7 +105,7 @@ def test_nonfinite_step_is_not_applied_but_counted(scene, cache):
     bad = dict(batch, rgb=batch["rgb"].copy())
     bad["rgb"][0, 0] = np.nan
     before = jax.device_get((state.params, state.opt_state))  # the state is donated below
-    state, metrics = step_fn(state, global_batch(mesh, bad))
+    state, metrics = step_fn(state, global_batch(mesh, bad, BATCH_FIELDS))
     assert int(state.step) == 1
     assert int(state.nonfinite_steps) == 1 and int(state.nonfinite_total) == 1
     assert int(metrics["skipped"]) == 1 and not np.isfinite(float(metrics["loss"]))
@@ -113,7 +113,7 @@ def test_nonfinite_step_is_not_applied_but_counted(scene, cache):
     for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
         np.testing.assert_array_equal(new, old)  # neither applied nor zeroed
 
-    state, metrics = step_fn(state, global_batch(mesh, batch))
+    state, metrics = step_fn(state, global_batch(mesh, batch, BATCH_FIELDS))
     assert int(metrics["skipped"]) == 0 and np.isfinite(float(metrics["loss"]))
     assert int(state.nonfinite_steps) == 0 and int(state.nonfinite_total) == 1
     moved = [
