@@ -10,6 +10,7 @@ import numpy as np
 
 from raynerf.cli.options import scene_dir, scene_options
 from raynerf.config import DataConfig
+from raynerf.data.poses import RECENTRE_MODES, largest_azimuth_gap, orbit_kind
 from raynerf.errors import RaynerfError
 
 
@@ -82,13 +83,18 @@ def _bounds(label: str, points: np.ndarray) -> str:
 
 def _capture_line(camtoworlds: np.ndarray) -> str:
     """How the cameras go around the scene, e.g. ``partial orbit (largest azimuth gap 186 degrees)``."""
-    from raynerf.data.poses import largest_azimuth_gap, orbit_kind
 
     kind = orbit_kind(camtoworlds)
     meaning = {"full orbit": "cameras surround the scene", "partial orbit": "cameras on one side of an orbit",
                "forward-facing": "cameras face the scene from one side"}[kind]
     gap = largest_azimuth_gap(camtoworlds)
     return f"capture     {kind}: {meaning} (largest azimuth gap {gap:.0f} degrees)"
+
+
+def _frame_line(recentre: str) -> str:
+    """Which origin the normalised frame has (``data.recentre``)."""
+    origin = {"focus": "the point the cameras look at", "cameras": "the mean camera centre"}[recentre]
+    return f"frame       origin at {origin} (data.recentre = {recentre})"
 
 
 @click.command("info")
@@ -100,13 +106,16 @@ def _capture_line(camtoworlds: np.ndarray) -> str:
 @click.option("--downsample", is_flag=True, help="Create a missing images_<factor>/ from images/.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Decode every image at this factor to catch corrupt files.")
-def info(scene: str, data_dir: Path, factor: int, llffhold: int, downsample: bool, check: bool) -> None:
-    """Print a report on a scene: splits, resolutions, cameras, capture kind, points, bounds."""
+@click.option("--recentre", type=click.Choice(RECENTRE_MODES), default=DataConfig().recentre,
+              show_default=True, help="The normalised frame's origin (data.recentre).")
+def info(scene: str, data_dir: Path, factor: int, llffhold: int, downsample: bool, check: bool,
+         recentre: str) -> None:
+    """Print a report on a scene: splits, resolutions, cameras, capture kind, frame, points, bounds."""
     from raynerf.data.images import read_image
     from raynerf.data.scene import load_scene
 
     path = scene_dir(data_dir, scene)
-    loaded = load_scene(path, factor, llffhold=llffhold, downsample_missing=downsample)
+    loaded = load_scene(path, factor, llffhold=llffhold, downsample_missing=downsample, recentre=recentre)
     if check:
         for i in range(loaded.num_images):
             read_image(loaded.image_path(i))
@@ -125,6 +134,7 @@ def info(scene: str, data_dir: Path, factor: int, llffhold: int, downsample: boo
         f"  image 0   fx {loaded.cameras[0].fx:.2f}  fy {loaded.cameras[0].fy:.2f}  "
         f"cx {loaded.cameras[0].cx:.2f}  cy {loaded.cameras[0].cy:.2f} (at factor {factor})",
         _capture_line(loaded.camtoworlds),
+        _frame_line(recentre),
         f"points      {len(loaded.points)}",
         f"normalised  scale {loaded.scale:.4g} per COLMAP unit; cameras {radius.min():.2f} "
         f"to {radius.max():.2f} from the centre",

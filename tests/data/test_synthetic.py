@@ -167,9 +167,10 @@ def test_info_calls_a_half_orbit_partial(tmp_path):
                                     "--focal-spread", "0.1", "--max-k1", "0.05"])
         assert made.exit_code == 0, made.output
         shown = runner.invoke(main, ["info", "--scene", name, "--data-dir", str(tmp_path / "data"),
-                                     "--factor", "8"])
+                                     "--factor", "8", "--recentre", "focus"])
         assert shown.exit_code == 0, shown.output
         kind = "partial orbit" if arc == "180" else "full orbit"
         assert f"capture     {kind}" in shown.output and "SIMPLE_RADIAL (8 images)" in shown.output
+        assert "frame       origin at the point the cameras look at (data.recentre = focus)" in shown.output
     bad = runner.invoke(main, ["make-scene", str(tmp_path / "bad"), "--max-k1", "0.5"])
     assert bad.exit_code != 0 and "Error: --max-k1" in bad.output
