@@ -76,7 +76,7 @@ class DataConfig:
     cache_dir: str = ""  # pixel cache; "" -> $RAYNERF_CACHE or ~/.cache/raynerf
     downsample_missing: bool = False  # build a missing images_<factor>/ from images/
     recentre: Literal["focus", "cameras"] = (
-        "focus"  # 360 frame origin: "focus" (where the cameras look) or "cameras" (their mean)
+        "cameras"  # 360 frame origin: "cameras" (their mean, as multinerf) or "focus" (where they look)
     )
     worker_count: int = _at_least(0, 0)  # grain worker processes (0: in the training process)
 

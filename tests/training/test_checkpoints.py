@@ -44,7 +44,7 @@ def test_workdir_of_another_scene_is_refused(scene, cache, straight, tmp_path):
 
 def test_workdir_of_another_model_config_is_refused(scene, cache, straight):
     args = cli_args(
-        scene, straight, cache, "model.nerf_net_width=24", "model.num_nerf_samples=4", "data.recentre=cameras"
+        scene, straight, cache, "model.nerf_net_width=24", "model.num_nerf_samples=4", "data.recentre=focus"
     )
     result = CliRunner().invoke(main, ["train", *args])
     _assert_one_error_line(
@@ -59,7 +59,7 @@ def test_workdir_of_another_model_config_is_refused(scene, cache, straight):
 
 def test_run_file_written_before_the_frame_setting_counts_as_the_focus_frame(tmp_path):
     scene_path = tmp_path / "scene"
-    config = small_config(tmp_path / "cache")
+    config = small_config(tmp_path / "cache", 'data.recentre="focus"')
     identity = checkpoints.run_identity(scene_path, config)
     identity.pop("recentre")  # as run.json was written before data.recentre existed
     (tmp_path / checkpoints.RUN_FILE).write_text(json.dumps(identity))
