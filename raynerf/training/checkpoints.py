@@ -233,8 +233,10 @@ def check_workdir(workdir: Path, scene_path: Path, config: Config, write: bool) 
         changed = sorted(
             key for key, value in identity["model"].items() if recorded.get("model", {}).get(key) != value
         )
+        # A data setting names the run's own value, so that a changed default (issue 18: the
+        # frame) is one --set away from resuming where the run was trained.
         changed += [
-            f"data.{key}"
+            f"data.{key} (the run's: --set data.{key}={recorded.get(key, before)})"
             for key, before in _DATA_IDENTITY.items()
             if recorded.get(key, before) != identity[key]
         ]
