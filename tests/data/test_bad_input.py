@@ -42,7 +42,7 @@ def test_good_scene_reports(scene):
     result = _info(scene.parent)
     assert result.exit_code == 0, result.output
     assert "16 (14 train, 2 test" in result.output and "PINHOLE" in result.output
-    assert "images_8/   20x15" in result.output and "360" in result.output
+    assert "images_8/   20x15" in result.output and "full orbit" in result.output
 
 
 def test_data_dir_missing(tmp_path):
