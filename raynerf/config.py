@@ -75,9 +75,8 @@ class DataConfig:
     llffhold: int = _at_least(1, 8)  # every llffhold-th image (sorted by name) is a test image
     cache_dir: str = ""  # pixel cache; "" -> $RAYNERF_CACHE or ~/.cache/raynerf
     downsample_missing: bool = False  # build a missing images_<factor>/ from images/
-    recentre: Literal["focus", "cameras"] = (
-        "cameras"  # 360 frame origin: "cameras" (their mean, as multinerf) or "focus" (where they look)
-    )
+    # The 360 frame's origin: "cameras" (their mean, as multinerf) or "focus" (where they look).
+    recentre: Literal["focus", "cameras"] = "cameras"
     worker_count: int = _at_least(0, 0)  # grain worker processes (0: in the training process)
 
 
