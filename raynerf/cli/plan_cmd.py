@@ -13,17 +13,36 @@ from raynerf.cli.options import build_config, config_options
 
 
 @click.command()
-@click.option("--tpu", "slice_name", required=True, metavar="SLICE",
-              help="Accelerator type as Google Cloud names it: v4-8, v4-32, v5litepod-16, v5p-32, "
-              "v6e-16, ...")
+@click.option(
+    "--tpu",
+    "slice_name",
+    required=True,
+    metavar="SLICE",
+    help="Accelerator type as Google Cloud names it: v4-8, v4-32, v5litepod-16, v5p-32, v6e-16, ...",
+)
 @config_options
-@click.option("--hbm-gib", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="HBM per device to fit into, in GiB [default: the chip's published size].")
+@click.option(
+    "--hbm-gib",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="HBM per device to fit into, in GiB [default: the chip's published size].",
+)
 @click.option("--no-render", is_flag=True, help="Skip compiling the eval render call.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the plan as JSON here.")
-def plan(slice_name: str, config_name: str | None, overrides: tuple[str, ...], hbm_gib: float | None,
-         no_render: bool, json_path: Path | None) -> None:
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the plan as JSON here.",
+)
+def plan(
+    slice_name: str,
+    config_name: str | None,
+    overrides: tuple[str, ...],
+    hbm_gib: float | None,
+    no_render: bool,
+    json_path: Path | None,
+) -> None:
     """Compile the real train step for a TPU slice and say whether it fits and how fast
     it could run (roofline estimates). Run it before `ray up`.
 
@@ -43,8 +62,9 @@ def plan(slice_name: str, config_name: str | None, overrides: tuple[str, ...], h
     from raynerf.distributed.plan import plan as make_plan
 
     hbm = None if hbm_gib is None else int(hbm_gib * 2**30)
-    report = make_plan(config, tpu_slice, hbm_bytes=hbm, render=not no_render,
-                       log=lambda line: click.echo(line, err=True))
+    report = make_plan(
+        config, tpu_slice, hbm_bytes=hbm, render=not no_render, log=lambda line: click.echo(line, err=True)
+    )
     report["config"] = config_name or "360"
     report["overrides"] = list(overrides)
     click.echo(format_plan(report))

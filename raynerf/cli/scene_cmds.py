@@ -20,14 +20,35 @@ from raynerf.errors import RaynerfError
 @click.option("--width", default=640, show_default=True, help="Full-resolution width (multiple of 8).")
 @click.option("--height", default=480, show_default=True, help="Full-resolution height (multiple of 8).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the camera jitter and 3D points.")
-@click.option("--arc", "arc_degrees", default=360.0, show_default=True,
-              help="Degrees of the orbit the cameras cover (180: a half orbit, as a phone capture).")
-@click.option("--focal-spread", default=0.0, show_default=True,
-              help="Give each image its own camera, focal length within +- this fraction (< 0.5).")
-@click.option("--max-k1", default=0.0, show_default=True,
-              help="Give each image its own SIMPLE_RADIAL camera, k1 in [0, this] (<= 0.2).")
-def make_scene(directory: Path, num_images: int, width: int, height: int, seed: int, arc_degrees: float,
-               focal_spread: float, max_k1: float) -> None:
+@click.option(
+    "--arc",
+    "arc_degrees",
+    default=360.0,
+    show_default=True,
+    help="Degrees of the orbit the cameras cover (180: a half orbit, as a phone capture).",
+)
+@click.option(
+    "--focal-spread",
+    default=0.0,
+    show_default=True,
+    help="Give each image its own camera, focal length within +- this fraction (< 0.5).",
+)
+@click.option(
+    "--max-k1",
+    default=0.0,
+    show_default=True,
+    help="Give each image its own SIMPLE_RADIAL camera, k1 in [0, this] (<= 0.2).",
+)
+def make_scene(
+    directory: Path,
+    num_images: int,
+    width: int,
+    height: int,
+    seed: int,
+    arc_degrees: float,
+    focal_spread: float,
+    max_k1: float,
+) -> None:
     """Render the procedural 360 scene into DIRECTORY in the Mip-NeRF 360 layout.
 
     Portrait images: a --height above the --width.
@@ -46,12 +67,22 @@ def make_scene(directory: Path, num_images: int, width: int, height: int, seed: 
         raise RaynerfError(f"--focal-spread must be in [0, 0.5), got {focal_spread:g}")
     if not 0 <= max_k1 <= 0.2:
         raise RaynerfError(f"--max-k1 must be in [0, 0.2], got {max_k1:g}")
-    build(directory, num_images=num_images, width=width, height=height, seed=seed, progress=True,
-          arc_degrees=arc_degrees, focal_spread=focal_spread, max_k1=max_k1)
+    build(
+        directory,
+        num_images=num_images,
+        width=width,
+        height=height,
+        seed=seed,
+        progress=True,
+        arc_degrees=arc_degrees,
+        focal_spread=focal_spread,
+        max_k1=max_k1,
+    )
     orbit = "a full orbit" if arc_degrees >= 360 else f"a {arc_degrees:g} degree arc"
     cameras = "one camera per image" if focal_spread or max_k1 else "one camera"
-    click.echo(f"wrote {num_images} views ({width}x{height}, factors 1/2/4/8, {orbit}, {cameras}) "
-               f"to {directory}")
+    click.echo(
+        f"wrote {num_images} views ({width}x{height}, factors 1/2/4/8, {orbit}, {cameras}) to {directory}"
+    )
 
 
 def _folder_report(path: Path, names: list[str]) -> list[str]:
@@ -67,8 +98,9 @@ def _folder_report(path: Path, names: list[str]) -> list[str]:
                 sizes[image_size(folder / name)] += 1
             else:
                 missing += 1
-        text = ", ".join(f"{w}x{h} ({n})" if len(sizes) > 1 else f"{w}x{h}"
-                         for (w, h), n in sizes.most_common())
+        text = ", ".join(
+            f"{w}x{h} ({n})" if len(sizes) > 1 else f"{w}x{h}" for (w, h), n in sizes.most_common()
+        )
         extra = f", {missing} missing" if missing else ""
         lines.append(f"  {folder.name + '/':<11} {text or 'no model images'}{extra}")
     return lines
@@ -78,15 +110,20 @@ def _bounds(label: str, points: np.ndarray) -> str:
     if len(points) == 0:
         return f"  {label:<11} none"
     lo, hi = points.min(0), points.max(0)
-    return f"  {label:<11} [{lo[0]:.2f}, {hi[0]:.2f}] x [{lo[1]:.2f}, {hi[1]:.2f}] x [{lo[2]:.2f}, {hi[2]:.2f}]"
+    return (
+        f"  {label:<11} [{lo[0]:.2f}, {hi[0]:.2f}] x [{lo[1]:.2f}, {hi[1]:.2f}] x [{lo[2]:.2f}, {hi[2]:.2f}]"
+    )
 
 
 def _capture_line(camtoworlds: np.ndarray) -> str:
     """How the cameras go around the scene, e.g. ``partial orbit (largest azimuth gap 186 degrees)``."""
 
     kind = orbit_kind(camtoworlds)
-    meaning = {"full orbit": "cameras surround the scene", "partial orbit": "cameras on one side of an orbit",
-               "forward-facing": "cameras face the scene from one side"}[kind]
+    meaning = {
+        "full orbit": "cameras surround the scene",
+        "partial orbit": "cameras on one side of an orbit",
+        "forward-facing": "cameras face the scene from one side",
+    }[kind]
     gap = largest_azimuth_gap(camtoworlds)
     return f"capture     {kind}: {meaning} (largest azimuth gap {gap:.0f} degrees)"
 
@@ -99,17 +136,35 @@ def _frame_line(recentre: str) -> str:
 
 @click.command("info")
 @scene_options
-@click.option("--factor", default=DataConfig().factor, show_default=True,
-              help="Resolution factor: images_<factor>/ (1 = images/).")
-@click.option("--llffhold", default=DataConfig().llffhold, show_default=True,
-              help="Every llffhold-th image (sorted by name) is a test image.")
+@click.option(
+    "--factor",
+    default=DataConfig().factor,
+    show_default=True,
+    help="Resolution factor: images_<factor>/ (1 = images/).",
+)
+@click.option(
+    "--llffhold",
+    default=DataConfig().llffhold,
+    show_default=True,
+    help="Every llffhold-th image (sorted by name) is a test image.",
+)
 @click.option("--downsample", is_flag=True, help="Create a missing images_<factor>/ from images/.")
-@click.option("--check/--no-check", default=True, show_default=True,
-              help="Decode every image at this factor to catch corrupt files.")
-@click.option("--recentre", type=click.Choice(RECENTRE_MODES), default=DataConfig().recentre,
-              show_default=True, help="The normalised frame's origin (data.recentre).")
-def info(scene: str, data_dir: Path, factor: int, llffhold: int, downsample: bool, check: bool,
-         recentre: str) -> None:
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Decode every image at this factor to catch corrupt files.",
+)
+@click.option(
+    "--recentre",
+    type=click.Choice(RECENTRE_MODES),
+    default=DataConfig().recentre,
+    show_default=True,
+    help="The normalised frame's origin (data.recentre).",
+)
+def info(
+    scene: str, data_dir: Path, factor: int, llffhold: int, downsample: bool, check: bool, recentre: str
+) -> None:
     """Print a report on a scene: splits, resolutions, cameras, capture kind, frame, points, bounds."""
     from raynerf.data.images import read_image
     from raynerf.data.scene import load_scene

@@ -49,12 +49,15 @@ class World:
     """The scene's analytic geometry (object ids: 0 sky, 1 ground, 2.. spheres, then boxes)."""
 
     sphere_centres: np.ndarray = dataclasses.field(
-        default_factory=lambda: np.array([[0.0, 0.0, 0.55], [1.0, -0.7, 0.3]]))
+        default_factory=lambda: np.array([[0.0, 0.0, 0.55], [1.0, -0.7, 0.3]])
+    )
     sphere_radii: np.ndarray = dataclasses.field(default_factory=lambda: np.array([0.55, 0.3]))
     box_mins: np.ndarray = dataclasses.field(
-        default_factory=lambda: np.array([[-1.25, 0.25, 0.0], [0.15, 0.85, 0.0]]))
+        default_factory=lambda: np.array([[-1.25, 0.25, 0.0], [0.15, 0.85, 0.0]])
+    )
     box_maxs: np.ndarray = dataclasses.field(
-        default_factory=lambda: np.array([[-0.55, 0.75, 0.7], [0.55, 1.25, 0.4]]))
+        default_factory=lambda: np.array([[-0.55, 0.75, 0.7], [0.55, 1.25, 0.4]])
+    )
 
 
 WORLD = World()
@@ -123,10 +126,12 @@ def cast(origins: np.ndarray, dirs: np.ndarray, world: World = WORLD) -> tuple[n
     near = np.isfinite(_hit_spheres(origins, dirs, np.zeros((1, 3)), np.array([BOUND_RADIUS]))[0])
     near |= _dot(origins, origins) < BOUND_RADIUS**2
     o, d = origins[near], dirs[near]
-    candidates[2:, near] = np.concatenate([
-        _hit_spheres(o, d, world.sphere_centres, world.sphere_radii),
-        _hit_boxes(o, d, world.box_mins, world.box_maxs),
-    ])
+    candidates[2:, near] = np.concatenate(
+        [
+            _hit_spheres(o, d, world.sphere_centres, world.sphere_radii),
+            _hit_boxes(o, d, world.box_mins, world.box_maxs),
+        ]
+    )
     ids = np.argmin(candidates, axis=0)
     return np.take_along_axis(candidates, ids[None], 0)[0], ids
 
@@ -162,7 +167,8 @@ def _sky_colour(dirs):
     azimuth = np.arctan2(dirs[:, 1], dirs[:, 0])
     sky = _mix([0.75, 0.85, 0.95], [0.2, 0.35, 0.75], np.clip(elevation / 1.2, 0, 1)[:, None])
     clouds = (0.5 + 0.5 * np.sin(7 * azimuth + 3 * np.sin(9 * elevation))) * np.clip(
-        np.sin(4 * elevation), 0, 1)
+        np.sin(4 * elevation), 0, 1
+    )
     sky = _mix(sky, [1.0, 1.0, 1.0], 0.6 * clouds[:, None] ** 2)
     ridge = 0.08 + 0.06 * np.sin(5 * azimuth) + 0.03 * np.sin(17 * azimuth + 1.0)
     stripes = 0.5 + 0.5 * np.sin(60 * azimuth)[:, None]
@@ -198,8 +204,13 @@ def _banded_box_albedo(p, world):
 
 
 # albedo function of each solid object id (1 ground, 2-3 spheres, 4-5 boxes)
-ALBEDOS = {1: _ground_albedo, 2: _striped_sphere_albedo, 3: _checker_sphere_albedo,
-           4: _checker_box_albedo, 5: _banded_box_albedo}
+ALBEDOS = {
+    1: _ground_albedo,
+    2: _striped_sphere_albedo,
+    3: _checker_sphere_albedo,
+    4: _checker_box_albedo,
+    5: _banded_box_albedo,
+}
 
 
 def _albedo(points, ids, world):
@@ -282,8 +293,9 @@ def _pixel_dirs(camtoworld, focal, width, height, factor, offsets, k1=0.0):
     return cam @ camtoworld[:, :3].T, cam[..., 2]
 
 
-def render_image(camtoworld: np.ndarray, focal: float, width: int, height: int,
-                 supersample: int = 1, k1: float = 0.0) -> np.ndarray:
+def render_image(
+    camtoworld: np.ndarray, focal: float, width: int, height: int, supersample: int = 1, k1: float = 0.0
+) -> np.ndarray:
     """float [H, W, 3] colour at full resolution, ``supersample**2`` rays per pixel."""
     grid = (np.arange(supersample) + 0.5) / supersample
     offsets = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)[:, ::-1]
@@ -293,8 +305,9 @@ def render_image(camtoworld: np.ndarray, focal: float, width: int, height: int,
     return colour.reshape(dirs.shape).mean(0)
 
 
-def render_depth(camtoworld: np.ndarray, focal: float, width: int, height: int, factor: int,
-                 k1: float = 0.0) -> np.ndarray:
+def render_depth(
+    camtoworld: np.ndarray, focal: float, width: int, height: int, factor: int, k1: float = 0.0
+) -> np.ndarray:
     """float32 [H / factor, W / factor] z-depth at the pixel centres of ``images_<factor>``."""
     dirs, zs = _pixel_dirs(camtoworld, focal, width, height, factor, np.array([[0.5, 0.5]]), k1)
     t, _ = cast(np.broadcast_to(camtoworld[:, 3], (dirs[..., 0].size, 3)), dirs.reshape(-1, 3))
@@ -310,8 +323,9 @@ def box_filter(image: np.ndarray, factor: int) -> np.ndarray:
 # --- sparse model -----------------------------------------------------------------
 
 
-def surface_points(count: int, rng: np.random.Generator,
-                   world: World = WORLD) -> tuple[np.ndarray, np.ndarray]:
+def surface_points(
+    count: int, rng: np.random.Generator, world: World = WORLD
+) -> tuple[np.ndarray, np.ndarray]:
     """Points on the objects' and the inner ground's surfaces: (xyz [count, 3], object id [count])."""
     groups = []
     per = count // 5
@@ -332,8 +346,9 @@ def surface_points(count: int, rng: np.random.Generator,
     return np.concatenate(groups), ids
 
 
-def observations(points: np.ndarray, camtoworld: np.ndarray, focal: float, width: int,
-                 height: int, k1: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def observations(
+    points: np.ndarray, camtoworld: np.ndarray, focal: float, width: int, height: int, k1: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Visible points of one camera: (indices [V], image coordinates [V, 2] at full size)."""
     centre = camtoworld[:, 3]
     cam = (points - centre) @ camtoworld[:, :3]
@@ -349,8 +364,16 @@ def observations(points: np.ndarray, camtoworld: np.ndarray, focal: float, width
     return np.nonzero(visible)[0], xy[visible]
 
 
-def write_model(path: Path, camtoworlds: np.ndarray, names: list[str], lenses: Lenses,
-                width: int, height: int, points: np.ndarray, colours: np.ndarray) -> None:
+def write_model(
+    path: Path,
+    camtoworlds: np.ndarray,
+    names: list[str],
+    lenses: Lenses,
+    width: int,
+    height: int,
+    points: np.ndarray,
+    colours: np.ndarray,
+) -> None:
     """Writes ``path/{cameras,images,points3D}.bin`` with pycolmap: one PINHOLE camera
     shared by every image, or (``lenses.per_image``) one camera per image, SIMPLE_RADIAL
     if any image is distorted, else PINHOLE."""
@@ -397,8 +420,9 @@ class Lenses:
     per_image: bool
 
 
-def draw_lenses(num_images: int, width: int, height: int, seed: int, focal_spread: float = 0.0,
-                max_k1: float = 0.0) -> Lenses:
+def draw_lenses(
+    num_images: int, width: int, height: int, seed: int, focal_spread: float = 0.0, max_k1: float = 0.0
+) -> Lenses:
     """The lenses of a generated scene: focal 0.9 x the longer side, each image's scaled by
     a factor uniform in ``1 +- focal_spread``, and ``k1`` uniform in ``[0, max_k1]`` (the
     first image gets ``max_k1`` itself, so the largest distortion asked for is present).
@@ -413,10 +437,19 @@ def draw_lenses(num_images: int, width: int, height: int, seed: int, focal_sprea
     return Lenses(focals, k1s, per_image=True)
 
 
-def make_scene(path: Path | str, num_images: int = 64, width: int = 640, height: int = 480,
-               seed: int = 0, num_points: int = 2000, supersample: int = 1,
-               progress: bool = False, arc_degrees: float = 360.0, focal_spread: float = 0.0,
-               max_k1: float = 0.0) -> Path:
+def make_scene(
+    path: Path | str,
+    num_images: int = 64,
+    width: int = 640,
+    height: int = 480,
+    seed: int = 0,
+    num_points: int = 2000,
+    supersample: int = 1,
+    progress: bool = False,
+    arc_degrees: float = 360.0,
+    focal_spread: float = 0.0,
+    max_k1: float = 0.0,
+) -> Path:
     """Renders the procedural scene into ``path`` (which must not exist yet, or be empty).
 
     Writes to a temporary sibling folder and renames it at the end. ``width`` and
@@ -451,24 +484,36 @@ def make_scene(path: Path | str, num_images: int = 64, width: int = 640, height:
             for factor in FACTORS:
                 pixels = full if factor == 1 else box_filter(full, factor)
                 Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(
-                    tmp / folder_name(factor) / name, quality=95)
+                    tmp / folder_name(factor) / name, quality=95
+                )
             for factor in DEPTH_FACTORS:
-                np.save(tmp / f"depth_{factor}" / f"{Path(name).stem}.npy",
-                        render_depth(pose, focal, width, height, factor, k1))
+                np.save(
+                    tmp / f"depth_{factor}" / f"{Path(name).stem}.npy",
+                    render_depth(pose, focal, width, height, factor, k1),
+                )
 
         # numpy and PIL release the GIL on large arrays, so threads use every core.
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             done = pool.map(write_frame, zip(names, camtoworlds, lenses.focals, lenses.k1s))
             if progress:
                 from tqdm import tqdm
+
                 done = tqdm(done, total=num_images, desc="rendering", unit="image")
             for _ in done:
                 pass
         rng = np.random.default_rng(seed + 1)
         points, ids = surface_points(num_points, rng)
         colours = _albedo(points, ids, WORLD)
-        write_model(tmp / "sparse" / "0", camtoworlds, names, lenses, width, height, points,
-                    np.round(colours * 255).astype(np.uint8))
+        write_model(
+            tmp / "sparse" / "0",
+            camtoworlds,
+            names,
+            lenses,
+            width,
+            height,
+            points,
+            np.round(colours * 255).astype(np.uint8),
+        )
         (tmp / "SOURCE.md").write_text(_readme(num_images, width, height, seed, arc_degrees, lenses))
         if path.exists():
             path.rmdir()  # only an empty folder may be replaced
@@ -482,8 +527,10 @@ def make_scene(path: Path | str, num_images: int = 64, width: int = 640, height:
 def _readme(num_images: int, width: int, height: int, seed: int, arc_degrees: float, lenses: Lenses) -> str:
     ring = "a ring" if arc_degrees >= 360 else f"a {arc_degrees:g} degree arc of a ring"
     if lenses.per_image:
-        cameras = (f"One camera per image: focal {lenses.focals.min():.1f} to {lenses.focals.max():.1f} px, "
-                   f"k1 up to {lenses.k1s.max():g}. ")
+        cameras = (
+            f"One camera per image: focal {lenses.focals.min():.1f} to {lenses.focals.max():.1f} px, "
+            f"k1 up to {lenses.k1s.max():g}. "
+        )
     else:
         cameras = "One PINHOLE camera. "
     return (

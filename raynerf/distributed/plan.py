@@ -34,24 +34,42 @@ from raynerf.model.render_chunks import MAX_CHUNK, choose_chunk, chunk_unit, mak
 from raynerf.training.optim import make_optimizer
 from raynerf.training.step import batch_spec, check_batch_size, create_train_state, jit_train_step
 
-ESTIMATE_NOTE = ("estimates: roofline lower bounds from published peak FLOP/s and HBM bandwidth, "
-                 "not measurements")
-COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all",
-               "ragged-all-to-all")
+ESTIMATE_NOTE = (
+    "estimates: roofline lower bounds from published peak FLOP/s and HBM bandwidth, not measurements"
+)
+COLLECTIVES = (
+    "all-reduce",
+    "all-gather",
+    "reduce-scatter",
+    "collective-permute",
+    "all-to-all",
+    "ragged-all-to-all",
+)
 # `%name = TYPE opcode(` where opcode is a collective (or its async `-start` half).
 _COLLECTIVE_RE = re.compile(
-    r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(?P<type>.*?)\s(?P<op>" + "|".join(COLLECTIVES)
-    + r")(?:-start)?\((?P<rest>.*)$")
+    r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(?P<type>.*?)\s(?P<op>"
+    + "|".join(COLLECTIVES)
+    + r")(?:-start)?\((?P<rest>.*)$"
+)
 _ARRAY_RE = re.compile(r"\b(?P<dtype>pred|[a-z]+\d+(?:e\d+m\d+\w*)?)\[(?P<dims>[\d,]*)\]")
 # XLA:TPU refuses, at compile time, a program whose temporaries exceed the HBM it can
 # use: "... required for HLO temporaries (37.32G) exceeds available HBM (15.75G)".
-_OOM_RE = re.compile(r"temporaries \(([\d.]+)([KMGT]?)\) exceeds available HBM \(([\d.]+)([KMGT]?)\)",
-                     re.IGNORECASE)
+_OOM_RE = re.compile(
+    r"temporaries \(([\d.]+)([KMGT]?)\) exceeds available HBM \(([\d.]+)([KMGT]?)\)", re.IGNORECASE
+)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 # Matmul passes through the bf16 MXU for a float32 matmul at jax's matmul precision.
 # XLA:TPU runs DEFAULT as one bf16 pass, HIGH as three, HIGHEST as six.
-F32_PASSES = {None: 1, "default": 1, "bfloat16": 1, "high": 3, "bfloat16_3x": 3, "tensorfloat32": 3,
-              "highest": 6, "float32": 6}
+F32_PASSES = {
+    None: 1,
+    "default": 1,
+    "bfloat16": 1,
+    "high": 3,
+    "bfloat16_3x": 3,
+    "tensorfloat32": 3,
+    "highest": 6,
+    "float32": 6,
+}
 
 
 # --------------------------------------------------------------------------- HLO text
@@ -74,8 +92,10 @@ def group_size(attributes: str, num_devices: int) -> int:
     ``replica_groups=mesh['a'=4,'b'=2] {'a'}`` or none at all (every device)."""
     match = re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", attributes)
     if match:
-        sizes = {name.strip("' "): int(size) for name, size in
-                 (item.split("=") for item in match[1].split(",") if "=" in item)}
+        sizes = {
+            name.strip("' "): int(size)
+            for name, size in (item.split("=") for item in match[1].split(",") if "=" in item)
+        }
         return math.prod(sizes[name.strip("' ")] for name in match[2].split(",") if name.strip())
     match = re.search(r"replica_groups=\[(\d+),(\d+)\]<=", attributes)
     if match:
@@ -99,8 +119,9 @@ def hlo_collectives(hlo_text: str, num_devices: int) -> list[dict]:
         if not match:
             continue
         kind, size = match["op"], group_size(match["rest"], num_devices)
-        row = rows.setdefault((kind, size), {"kind": kind, "count": 0, "bytes": 0, "group_size": size,
-                                             "bytes_by_dtype": {}})
+        row = rows.setdefault(
+            (kind, size), {"kind": kind, "count": 0, "bytes": 0, "group_size": size, "bytes_by_dtype": {}}
+        )
         row["count"] += 1
         for array in _ARRAY_RE.finditer(match["type"]):
             size_ = array_bytes(array[0])
@@ -119,8 +140,7 @@ def oom_bytes(message: str) -> tuple[int, int] | None:
     match = _OOM_RE.search(message)
     if not match:
         return None
-    return (int(float(match[1]) * _UNITS[match[2].upper()]),
-            int(float(match[3]) * _UNITS[match[4].upper()]))
+    return (int(float(match[1]) * _UNITS[match[2].upper()]), int(float(match[3]) * _UNITS[match[4].upper()]))
 
 
 # --------------------------------------------------------------------------- compiling
@@ -168,27 +188,37 @@ def compile_train_step(config: Config, mesh) -> tuple[Compiled, Any, dict]:
     batch = batch_spec(mesh, tc.batch_size)
     passes = micro_batches(tc.grad_accum_steps, tc.batch_size, mesh)
     executable, error, oom, seconds = _compile(
-        lambda: jit_train_step(config, model, tx, mesh, state).lower(state, batch))
+        lambda: jit_train_step(config, model, tx, mesh, state).lower(state, batch)
+    )
     return Compiled(passes, seconds, executable, error, oom), state, batch
 
 
 def memory_of(result: Compiled, state, batch, num_devices: int, hbm_bytes: int) -> dict:
     """Per-chip memory of a compiled train step, in bytes, and whether it fits."""
     params, opt_state = tree_bytes(state.params), tree_bytes(state.opt_state)
-    parts = {"params_bytes": params, "opt_state_bytes": opt_state,
-             "batch_bytes": tree_bytes(batch) // num_devices}
+    parts = {
+        "params_bytes": params,
+        "opt_state_bytes": opt_state,
+        "batch_bytes": tree_bytes(batch) // num_devices,
+    }
     if result.executable is None:  # XLA:TPU refused it: the temporaries alone exceed the HBM
         if result.oom:
             parts.update(temporaries_bytes=result.oom[0], compiler_hbm_bytes=result.oom[1])
-        return dict(parts, per_chip_bytes=None, hbm_bytes=hbm_bytes, fits=False,
-                    compile_error=result.error)
+        return dict(parts, per_chip_bytes=None, hbm_bytes=hbm_bytes, fits=False, compile_error=result.error)
     stats = result.executable.memory_analysis()
-    total = (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
-             + stats.temp_size_in_bytes + stats.generated_code_size_in_bytes)
-    parts.update(temporaries_bytes=stats.temp_size_in_bytes,
-                 code_bytes=stats.generated_code_size_in_bytes,
-                 arguments_bytes=stats.argument_size_in_bytes,
-                 outputs_not_donated_bytes=stats.output_size_in_bytes - stats.alias_size_in_bytes)
+    total = (
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        - stats.alias_size_in_bytes
+        + stats.temp_size_in_bytes
+        + stats.generated_code_size_in_bytes
+    )
+    parts.update(
+        temporaries_bytes=stats.temp_size_in_bytes,
+        code_bytes=stats.generated_code_size_in_bytes,
+        arguments_bytes=stats.argument_size_in_bytes,
+        outputs_not_donated_bytes=stats.output_size_in_bytes - stats.alias_size_in_bytes,
+    )
     return dict(parts, per_chip_bytes=total, hbm_bytes=hbm_bytes, fits=total <= hbm_bytes)
 
 
@@ -196,8 +226,11 @@ def cost_of(executable) -> dict:
     """FLOPs, HBM bytes accessed and transcendentals per chip per call (XLA:TPU)."""
     cost = executable.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return {"flops": float(cost.get("flops", 0.0)), "hbm_bytes": float(cost.get("bytes accessed", 0.0)),
-            "transcendentals": float(cost.get("transcendentals", 0.0))}
+    return {
+        "flops": float(cost.get("flops", 0.0)),
+        "hbm_bytes": float(cost.get("bytes accessed", 0.0)),
+        "transcendentals": float(cost.get("transcendentals", 0.0)),
+    }
 
 
 def compile_update(config: Config, mesh, state):
@@ -237,8 +270,12 @@ def roofline(flops: float, hbm_bytes: float, peak: float, bandwidth: float) -> d
     """Step time estimate: the larger of compute time at ``peak`` and HBM time at
     ``bandwidth`` (a lower bound), and which one binds."""
     compute, memory = flops / peak, hbm_bytes / bandwidth
-    return {"step_seconds": max(compute, memory), "compute_seconds": compute, "memory_seconds": memory,
-            "bound": "compute" if compute >= memory else "HBM bandwidth"}
+    return {
+        "step_seconds": max(compute, memory),
+        "compute_seconds": compute,
+        "memory_seconds": memory,
+        "bound": "compute" if compute >= memory else "HBM bandwidth",
+    }
 
 
 def search_accumulation(fits: Callable[[int], bool], share: int, start: int) -> int | None:
@@ -272,28 +309,40 @@ def search_accumulation(fits: Callable[[int], bool], share: int, start: int) -> 
 
 def _attempt(config: Config, mesh, hbm_bytes: int) -> dict:
     result, state, batch = compile_train_step(config, mesh)
-    return {"result": result, "state": state, "batch": batch,
-            "memory": memory_of(result, state, batch, mesh.devices.size, hbm_bytes)}
+    return {
+        "result": result,
+        "state": state,
+        "batch": batch,
+        "memory": memory_of(result, state, batch, mesh.devices.size, hbm_bytes),
+    }
 
 
 def placement(executable, state, batch: dict) -> dict:
     """How the compiled step holds its inputs: whether every state leaf is replicated
     on every device, and the batch rows each device holds (and on how many devices)."""
     (state_in, batch_in), _ = executable.input_shardings
-    replicated_ = all(s.is_fully_replicated and s.shard_shape(x.shape) == x.shape
-                      for s, x in zip(jax.tree.leaves(state_in), jax.tree.leaves(state), strict=True))
+    replicated_ = all(
+        s.is_fully_replicated and s.shard_shape(x.shape) == x.shape
+        for s, x in zip(jax.tree.leaves(state_in), jax.tree.leaves(state), strict=True)
+    )
     rows = {s.shard_shape(batch[name].shape)[0] for name, s in batch_in.items()}
     devices = {len(s.device_set) for s in batch_in.values()}
-    return {"state_replicated": replicated_, "batch_rows_per_device": sorted(rows),
-            "batch_devices": sorted(devices)}
+    return {
+        "state_replicated": replicated_,
+        "batch_rows_per_device": sorted(rows),
+        "batch_devices": sorted(devices),
+    }
 
 
 def _search_row(attempt: dict) -> dict:
     """One compile of the accumulation search; ``compiled_flops`` as XLA's cost analysis
     reports it (a micro-batch loop's body counted once)."""
     memory, result = attempt["memory"], attempt["result"]
-    row = {"grad_accum_steps": result.grad_accum_steps, "fits": memory["fits"],
-           "per_chip_bytes": memory["per_chip_bytes"]}
+    row = {
+        "grad_accum_steps": result.grad_accum_steps,
+        "fits": memory["fits"],
+        "per_chip_bytes": memory["per_chip_bytes"],
+    }
     if "temporaries_bytes" in memory:
         row["temporaries_bytes"] = memory["temporaries_bytes"]
     if result.executable is not None:
@@ -314,18 +363,38 @@ def render_plan(config: Config, mesh, hbm_bytes: int, peak: float, bandwidth: fl
     if executable is None:
         return dict(out, fits=False, compile_error=error, per_chip_bytes=oom[0] if oom else None)
     stats = executable.memory_analysis()
-    total = (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
-             + stats.temp_size_in_bytes + stats.generated_code_size_in_bytes)
+    total = (
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        - stats.alias_size_in_bytes
+        + stats.temp_size_in_bytes
+        + stats.generated_code_size_in_bytes
+    )
     cost = cost_of(executable)
     estimate = roofline(cost["flops"], cost["hbm_bytes"], peak, bandwidth)
-    return dict(out, per_chip_bytes=total, temporaries_bytes=stats.temp_size_in_bytes,
-                fits=total <= hbm_bytes, flops=cost["flops"], hbm_bytes=cost["hbm_bytes"],
-                estimate={"call_seconds": estimate["step_seconds"], "bound": estimate["bound"],
-                          "rays_per_sec": chunk / estimate["step_seconds"]})
+    return dict(
+        out,
+        per_chip_bytes=total,
+        temporaries_bytes=stats.temp_size_in_bytes,
+        fits=total <= hbm_bytes,
+        flops=cost["flops"],
+        hbm_bytes=cost["hbm_bytes"],
+        estimate={
+            "call_seconds": estimate["step_seconds"],
+            "bound": estimate["bound"],
+            "rays_per_sec": chunk / estimate["step_seconds"],
+        },
+    )
 
 
-def plan(config: Config, tpu_slice: Slice, hbm_bytes: int | None = None, render: bool = True,
-         devices: list | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
+def plan(
+    config: Config,
+    tpu_slice: Slice,
+    hbm_bytes: int | None = None,
+    render: bool = True,
+    devices: list | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
     """Compile ``config``'s train step (and eval render call) for ``tpu_slice`` and
     report memory, fit, accumulation, cost, collectives and estimates (see the module
     docstring). ``hbm_bytes`` overrides the chip's published HBM (for tests)."""
@@ -335,8 +404,10 @@ def plan(config: Config, tpu_slice: Slice, hbm_bytes: int | None = None, render:
     hbm = gen.hbm_bytes // gen.devices_per_chip if hbm_bytes is None else hbm_bytes
     processes = sorted({d.process_index for d in devices})
     tc = config.train
-    log(f"compiling the train step for {tpu_slice.name} ({len(devices)} devices, "
-        f"{len(processes)} hosts), {tc.grad_accum_steps} micro-batch(es)")
+    log(
+        f"compiling the train step for {tpu_slice.name} ({len(devices)} devices, "
+        f"{len(processes)} hosts), {tc.grad_accum_steps} micro-batch(es)"
+    )
     attempts = {}
 
     def measure(cfg: Config) -> dict:
@@ -344,27 +415,38 @@ def plan(config: Config, tpu_slice: Slice, hbm_bytes: int | None = None, render:
         attempts[attempt["result"].grad_accum_steps] = attempt
         memory = attempt["memory"]
         used = _used(memory)
-        log(f"  grad_accum_steps={attempt['result'].grad_accum_steps}: {used} per chip, "
-            f"{'fits' if memory['fits'] else 'does not fit'} ({attempt['result'].seconds:.0f} s)")
+        log(
+            f"  grad_accum_steps={attempt['result'].grad_accum_steps}: {used} per chip, "
+            f"{'fits' if memory['fits'] else 'does not fit'} ({attempt['result'].seconds:.0f} s)"
+        )
         return attempt
 
     chosen = measure(config)
     share = tc.batch_size // mesh.devices.size
     if not chosen["memory"]["fits"]:
         with_m = lambda m: config.replace({"train": {"grad_accum_steps": m}})
-        best = search_accumulation(lambda m: measure(with_m(m))["memory"]["fits"], share,
-                                   chosen["result"].grad_accum_steps)
+        best = search_accumulation(
+            lambda m: measure(with_m(m))["memory"]["fits"], share, chosen["result"].grad_accum_steps
+        )
         if best is not None:
             chosen = attempts[best]
             config = with_m(best)
     result, memory = chosen["result"], chosen["memory"]
     report: dict[str, Any] = {
-        "slice": tpu_slice.name, "topology": tpu_slice.topology_name, "device_kind": gen.device_kind,
-        "hosts": len(processes), "chips_per_host": tpu_slice.chips_per_host,
-        "devices": mesh.devices.size, "devices_per_host": mesh.devices.size // len(processes),
-        "batch_size": tc.batch_size, "batch_per_host": tc.batch_size // len(processes),
-        "batch_per_device": share, "grad_accum_steps": result.grad_accum_steps,
-        "compute_dtype": config.model.compute_dtype, "fits": memory["fits"], "memory": memory,
+        "slice": tpu_slice.name,
+        "topology": tpu_slice.topology_name,
+        "device_kind": gen.device_kind,
+        "hosts": len(processes),
+        "chips_per_host": tpu_slice.chips_per_host,
+        "devices": mesh.devices.size,
+        "devices_per_host": mesh.devices.size // len(processes),
+        "batch_size": tc.batch_size,
+        "batch_per_host": tc.batch_size // len(processes),
+        "batch_per_device": share,
+        "grad_accum_steps": result.grad_accum_steps,
+        "compute_dtype": config.model.compute_dtype,
+        "fits": memory["fits"],
+        "memory": memory,
         "search": [_search_row(a) for _, a in sorted(attempts.items())],
     }
     if result.executable is None:
@@ -383,9 +465,14 @@ def plan(config: Config, tpu_slice: Slice, hbm_bytes: int | None = None, render:
     bandwidth = gen.hbm_bandwidth
     estimate = roofline(cost["flops"], cost["hbm_bytes"], peak, bandwidth)
     report["estimate"] = dict(
-        estimate, note=ESTIMATE_NOTE, peak_flops=peak, hbm_bandwidth=bandwidth,
-        rays_per_sec=tc.batch_size / estimate["step_seconds"], schedule_steps=tc.max_steps,
-        schedule_hours=tc.max_steps * estimate["step_seconds"] / 3600)
+        estimate,
+        note=ESTIMATE_NOTE,
+        peak_flops=peak,
+        hbm_bandwidth=bandwidth,
+        rays_per_sec=tc.batch_size / estimate["step_seconds"],
+        schedule_steps=tc.max_steps,
+        schedule_hours=tc.max_steps * estimate["step_seconds"] / 3600,
+    )
     if render:
         log("compiling the eval render call")
         report["render"] = render_plan(config, mesh, hbm, peak, bandwidth, chosen["state"].params)
@@ -423,35 +510,60 @@ def format_plan(report: dict) -> str:
         ("slice", f"{report['slice']} ({report['device_kind']}, topology {report['topology']})"),
         ("hosts x chips per host", f"{report['hosts']} x {report['chips_per_host']}"),
         ("devices in the mesh", f"{report['devices']} ({report['devices_per_host']} per host)"),
-        ("global batch", f"{report['batch_size']} rays ({report['batch_per_host']} per host, "
-                         f"{report['batch_per_device']} per device)"),
+        (
+            "global batch",
+            f"{report['batch_size']} rays ({report['batch_per_host']} per host, "
+            f"{report['batch_per_device']} per device)",
+        ),
         ("compute dtype", report["compute_dtype"]),
         ("grad_accum_steps", str(report["grad_accum_steps"])),
         ("per chip: params + opt state", f"{_gib(mem['params_bytes'])} + {_gib(mem['opt_state_bytes'])}"),
         ("per chip: batch", _gib(mem["batch_bytes"])),
     ]
     if "temporaries_bytes" in mem:
-        rows += [("per chip: XLA temporaries", _gib(mem["temporaries_bytes"])),
-                 ("per chip: generated code", _gib(mem["code_bytes"]))]
-    rows.append(("per chip: total / HBM", f"{_used(mem)} / {_gib(mem['hbm_bytes'])}: "
-                 + ("fits" if report["fits"] else "DOES NOT FIT")))
+        rows += [
+            ("per chip: XLA temporaries", _gib(mem["temporaries_bytes"])),
+            ("per chip: generated code", _gib(mem["code_bytes"])),
+        ]
+    rows.append(
+        (
+            "per chip: total / HBM",
+            f"{_used(mem)} / {_gib(mem['hbm_bytes'])}: " + ("fits" if report["fits"] else "DOES NOT FIT"),
+        )
+    )
     if len(report["search"]) > 1:
-        rows.append(("accumulation search", ", ".join(
-            f"{s['grad_accum_steps']}: {_used(s)}{'' if s['fits'] else ' (no)'}"
-            for s in report["search"])))
+        rows.append(
+            (
+                "accumulation search",
+                ", ".join(
+                    f"{s['grad_accum_steps']}: {_used(s)}{'' if s['fits'] else ' (no)'}"
+                    for s in report["search"]
+                ),
+            )
+        )
     if "step" in report:
         step = report["step"]
-        rows += [("per step per chip: FLOPs", _si(step["flops"], "FLOP")),
-                 ("per step per chip: HBM accessed", _si(step["hbm_bytes"], "B"))]
+        rows += [
+            ("per step per chip: FLOPs", _si(step["flops"], "FLOP")),
+            ("per step per chip: HBM accessed", _si(step["hbm_bytes"], "B")),
+        ]
         for c in step["collectives"]:
             dtypes = ", ".join(f"{k} {_si(v, 'B')}" for k, v in sorted(c["bytes_by_dtype"].items()))
-            rows.append((f"collective {c['kind']}", f"{c['count']} x over {c['group_size']} devices, "
-                                                    f"{_si(c['bytes'], 'B')} in all ({dtypes})"))
+            rows.append(
+                (
+                    f"collective {c['kind']}",
+                    f"{c['count']} x over {c['group_size']} devices, "
+                    f"{_si(c['bytes'], 'B')} in all ({dtypes})",
+                )
+            )
         est = report["estimate"]
         rows += [
-            ("estimate: step time", f"{est['step_seconds'] * 1e3:.2f} ms ({est['bound']} bound; "
-             f"compute {est['compute_seconds'] * 1e3:.2f} ms at {_si(est['peak_flops'], 'FLOP/s')}, "
-             f"HBM {est['memory_seconds'] * 1e3:.2f} ms at {_si(est['hbm_bandwidth'], 'B/s')})"),
+            (
+                "estimate: step time",
+                f"{est['step_seconds'] * 1e3:.2f} ms ({est['bound']} bound; "
+                f"compute {est['compute_seconds'] * 1e3:.2f} ms at {_si(est['peak_flops'], 'FLOP/s')}, "
+                f"HBM {est['memory_seconds'] * 1e3:.2f} ms at {_si(est['hbm_bandwidth'], 'B/s')})",
+            ),
             ("estimate: rays/s", f"{est['rays_per_sec']:,.0f}"),
             ("estimate: schedule", f"{est['schedule_hours']:.2f} h for {est['schedule_steps']:,} steps"),
         ]

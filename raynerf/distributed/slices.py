@@ -57,10 +57,17 @@ GENERATIONS: dict[str, Generation] = {
 }
 
 # Chips -> torus shape, as Google Cloud lays slices out.
-SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16),
-             256: (16, 16)}
-SHAPES_3D = {4: (2, 2, 1), 8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4), 128: (4, 4, 8),
-             256: (4, 8, 8), 512: (8, 8, 8)}
+SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16), 256: (16, 16)}
+SHAPES_3D = {
+    4: (2, 2, 1),
+    8: (2, 2, 2),
+    16: (2, 2, 4),
+    32: (2, 4, 4),
+    64: (4, 4, 4),
+    128: (4, 4, 8),
+    256: (4, 8, 8),
+    512: (8, 8, 8),
+}
 MULTI_HOST_CHIPS = 4  # chips per host on every multi-host slice
 SINGLE_HOST_MAX = {"v2": 4, "v3": 4, "v4": 4, "v5litepod": 8, "v5p": 4, "v6e": 8}
 # v2/v3 pods as offered: -8 (one host) up to -512 (2-D torus over 256 chips).
@@ -152,7 +159,8 @@ def topology_devices(tpu_slice: Slice) -> list:
 
     try:
         topology = topologies.get_topology_desc(
-            topology_name=tpu_slice.topology_name, platform="tpu", **tpu_slice.topology_kwargs())
+            topology_name=tpu_slice.topology_name, platform="tpu", **tpu_slice.topology_kwargs()
+        )
     except (RuntimeError, NotImplementedError) as exc:
         if "not installed" in str(exc) or "not implemented" in str(exc):
             raise RaynerfError(LIBTPU_MISSING) from None

@@ -8,8 +8,6 @@ only through the interlevel loss.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -86,7 +84,7 @@ class MipNerf360(nn.Module):
         self.nerf_mlp = nerf_mlp(self.config)
 
     def __call__(
-        self, jitter: Optional[jnp.ndarray], rays: Rays, train_frac: jnp.ndarray | float = 1.0
+        self, jitter: jnp.ndarray | None, rays: Rays, train_frac: jnp.ndarray | float = 1.0
     ) -> list[dict[str, jnp.ndarray]]:
         """jitter: [..., num_levels, jitter_width] from :func:`draw_jitter` for training
         (stratified sampling), or None for deterministic test-time sampling.
@@ -102,8 +100,11 @@ class MipNerf360(nn.Module):
             [jnp.full_like(rays.near, S_DOMAIN[0]), jnp.full_like(rays.far, S_DOMAIN[1])], axis=-1
         )
         weights = jnp.ones_like(rays.near)
-        anneal = stepfun.schlick_bias(jnp.asarray(train_frac, jnp.float32), cfg.anneal_slope) \
-            if cfg.anneal_slope > 0 else 1.0
+        anneal = (
+            stepfun.schlick_bias(jnp.asarray(train_frac, jnp.float32), cfg.anneal_slope)
+            if cfg.anneal_slope > 0
+            else 1.0
+        )
         renderings = []
         for level, num_samples in enumerate(level_sample_counts(cfg)):
             is_prop = level < cfg.num_levels - 1
@@ -125,4 +126,3 @@ class MipNerf360(nn.Module):
             rendering.update(sdist=sdist, tdist=tdist, weights=weights)
             renderings.append(rendering)
         return renderings
-

@@ -9,7 +9,7 @@ for a distribution) or *pdf* values (mass per unit length); :func:`weight_to_pdf
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -220,11 +220,14 @@ def dilated_knots(t: Array, dilation: float | Array) -> tuple[Array, Array, Arra
     ends_before_knot = _searchsorted(ends, t, "left")
     starts_to_end = _searchsorted(starts, ends, "right")
     index = jnp.arange(n + 1, dtype=jnp.int32)
-    place = jnp.concatenate([
-        index[:-1] + _searchsorted(t, starts, "left") + ends_before_start,
-        index + starts_to_knot + ends_before_knot,
-        index[:-1] + _searchsorted(t, ends, "right") + starts_to_end,
-    ], axis=-1)
+    place = jnp.concatenate(
+        [
+            index[:-1] + _searchsorted(t, starts, "left") + ends_before_start,
+            index + starts_to_knot + ends_before_knot,
+            index[:-1] + _searchsorted(t, ends, "right") + starts_to_end,
+        ],
+        axis=-1,
+    )
     own_count = jnp.broadcast_to(index[1:], starts.shape)  # a start (end) sees itself and those before it
     starts_seen = jnp.concatenate([own_count, starts_to_knot, starts_to_end], axis=-1)
     ends_seen = jnp.concatenate([ends_before_start, ends_before_knot, own_count], axis=-1)

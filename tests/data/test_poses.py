@@ -25,13 +25,19 @@ def test_normalise_recovers_centre_scale_and_up():
     cams_world = poses.transform_poses(garble, cams)
     normalised, transform = poses.normalise_360(cams_world)
     # the look-at point goes to the origin
-    np.testing.assert_allclose(poses.transform_points(transform, poses.transform_points(garble, LOOK_AT)), 0, atol=1e-9)
+    np.testing.assert_allclose(
+        poses.transform_points(transform, poses.transform_points(garble, LOOK_AT)), 0, atol=1e-9
+    )
     assert np.abs(normalised[:, :, 3]).max() == pytest.approx(1.0)
     # the ring's axis (world z of the generator) becomes +z
-    up = poses.transform_points(transform @ garble, np.array([0.0, 0.0, 1.0])) - poses.transform_points(transform @ garble, np.zeros(3))
+    up = poses.transform_points(transform @ garble, np.array([0.0, 0.0, 1.0])) - poses.transform_points(
+        transform @ garble, np.zeros(3)
+    )
     assert up[2] / np.linalg.norm(up) > 0.99
     # poses map consistently: camera centres are transformed points, rotations orthonormal
-    np.testing.assert_allclose(normalised[:, :, 3], poses.transform_points(transform, cams_world[:, :, 3]), atol=1e-9)
+    np.testing.assert_allclose(
+        normalised[:, :, 3], poses.transform_points(transform, cams_world[:, :, 3]), atol=1e-9
+    )
     rot = normalised[:, :, :3]
     np.testing.assert_allclose(rot @ rot.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rot.shape), atol=1e-9)
     assert np.allclose(np.linalg.det(rot), 1.0)

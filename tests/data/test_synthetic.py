@@ -3,6 +3,7 @@
 import numpy as np
 import pycolmap
 import pytest
+from PIL import Image
 
 from raynerf.data import poses, synthetic
 from raynerf.data.cameras import project
@@ -11,8 +12,15 @@ from raynerf.data.scene import load_scene
 
 
 def test_layout_and_loading(small_scene):
-    for folder, size in [("images", (160, 120)), ("images_2", (80, 60)), ("images_4", (40, 30)), ("images_8", (20, 15))]:
-        assert len(list((small_scene / folder).iterdir())) == 16
+    for folder, size in [
+        ("images", (160, 120)),
+        ("images_2", (80, 60)),
+        ("images_4", (40, 30)),
+        ("images_8", (20, 15)),
+    ]:
+        files = sorted((small_scene / folder).iterdir())
+        assert len(files) == 16
+        assert Image.open(files[0]).size == size
     scene = load_scene(small_scene, 2)
     assert scene.num_images == 16 and len(scene.test_indices) == 2
     assert scene.kind == "360" and scene.cameras[0].model == "PINHOLE"
@@ -33,7 +41,12 @@ def test_rays_hit_geometry_at_ground_truth_depth(small_scene, factor):
         distance = synthetic.surface_distance(world)
         assert distance.max() < 1e-3 * (1 + np.linalg.norm(world, axis=-1)).max()
         # and the depth is that of the *first* surface: half-way there is free space
-        halfway = transform_points(inverse, (rays["origins"] + rays["directions"] * (0.5 * depth * scene.scale)[..., None]).reshape(-1, 3).astype(np.float64))
+        halfway = transform_points(
+            inverse,
+            (rays["origins"] + rays["directions"] * (0.5 * depth * scene.scale)[..., None])
+            .reshape(-1, 3)
+            .astype(np.float64),
+        )
         assert synthetic.surface_distance(halfway).min() > 1e-3
 
 
@@ -57,8 +70,6 @@ def test_points_project_onto_recorded_observations(small_scene):
 
 
 def test_box_filtered_factors_agree(small_scene):
-    from PIL import Image
-
     full = np.asarray(Image.open(small_scene / "images" / "frame_0003.JPG"), np.float64)
     small = np.asarray(Image.open(small_scene / "images_4" / "frame_0003.JPG"), np.float64)
     assert np.abs(synthetic.box_filter(full, 4) - small).mean() < 6  # JPEG noise only
@@ -70,10 +81,25 @@ def test_make_scene_cli_then_info(tmp_path):
     from raynerf.cli import main
 
     runner = CliRunner()
-    made = runner.invoke(main, ["make-scene", str(tmp_path / "data" / "tiny"), "--images", "4",
-                                "--width", "64", "--height", "48", "--seed", "3"])
+    made = runner.invoke(
+        main,
+        [
+            "make-scene",
+            str(tmp_path / "data" / "tiny"),
+            "--images",
+            "4",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--seed",
+            "3",
+        ],
+    )
     assert made.exit_code == 0, made.output
-    shown = runner.invoke(main, ["info", "--scene", "tiny", "--data-dir", str(tmp_path / "data"), "--factor", "2"])
+    shown = runner.invoke(
+        main, ["info", "--scene", "tiny", "--data-dir", str(tmp_path / "data"), "--factor", "2"]
+    )
     assert shown.exit_code == 0, shown.output
     assert "4 (3 train, 1 test" in shown.output and "images_8/   8x6" in shown.output
 
@@ -95,8 +121,16 @@ def test_default_scene_is_built_once(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def phone_scene(tmp_path_factory):
     """A half orbit of portrait images, one camera per image (focal +-20%, k1 up to 0.1)."""
-    return synthetic.make_scene(tmp_path_factory.mktemp("phone") / "phone", num_images=10, width=96,
-                                height=128, num_points=600, arc_degrees=180.0, focal_spread=0.2, max_k1=0.1)
+    return synthetic.make_scene(
+        tmp_path_factory.mktemp("phone") / "phone",
+        num_images=10,
+        width=96,
+        height=128,
+        num_points=600,
+        arc_degrees=180.0,
+        focal_spread=0.2,
+        max_k1=0.1,
+    )
 
 
 def test_variant_cameras_read_back(phone_scene):
@@ -105,7 +139,7 @@ def test_variant_cameras_read_back(phone_scene):
     assert len(recon.cameras) == 10
     for image in recon.images.values():
         camera = recon.cameras[image.camera_id]
-        i = int(image.name[len("frame_"):-len(".JPG")])
+        i = int(image.name[len("frame_") : -len(".JPG")])
         assert camera.model.name == "SIMPLE_RADIAL" and (camera.width, camera.height) == (96, 128)
         np.testing.assert_allclose(camera.params, [lenses.focals[i], 48, 64, lenses.k1s[i]], rtol=1e-12)
     focals = np.array([c.params[0] for c in recon.cameras.values()])
@@ -162,12 +196,40 @@ def test_info_calls_a_half_orbit_partial(tmp_path):
 
     runner = CliRunner()
     for name, arc in (("half", "180"), ("full", "360")):
-        made = runner.invoke(main, ["make-scene", str(tmp_path / "data" / name), "--images", "8",
-                                    "--width", "48", "--height", "64", "--arc", arc,
-                                    "--focal-spread", "0.1", "--max-k1", "0.05"])
+        made = runner.invoke(
+            main,
+            [
+                "make-scene",
+                str(tmp_path / "data" / name),
+                "--images",
+                "8",
+                "--width",
+                "48",
+                "--height",
+                "64",
+                "--arc",
+                arc,
+                "--focal-spread",
+                "0.1",
+                "--max-k1",
+                "0.05",
+            ],
+        )
         assert made.exit_code == 0, made.output
-        shown = runner.invoke(main, ["info", "--scene", name, "--data-dir", str(tmp_path / "data"),
-                                     "--factor", "8", "--recentre", "focus"])
+        shown = runner.invoke(
+            main,
+            [
+                "info",
+                "--scene",
+                name,
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--factor",
+                "8",
+                "--recentre",
+                "focus",
+            ],
+        )
         assert shown.exit_code == 0, shown.output
         kind = "partial orbit" if arc == "180" else "full orbit"
         assert f"capture     {kind}" in shown.output and "SIMPLE_RADIAL (8 images)" in shown.output

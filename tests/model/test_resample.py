@@ -20,8 +20,12 @@ GRID = np.arange(0.0, 1.0 + GRID_STEP / 2, GRID_STEP)  # cell edges (the pdf is 
 
 def _config(dilation, padding=0.0, trim=True):
     """A model config whose every level dilates by exactly ``dilation``."""
-    overrides = [f"model.dilation_bias={dilation}", "model.dilation_multiplier=0.0",
-                 f"model.resample_padding={padding}", f"model.trim_dilated_ends={str(trim).lower()}"]
+    overrides = [
+        f"model.dilation_bias={dilation}",
+        "model.dilation_multiplier=0.0",
+        f"model.resample_padding={padding}",
+        f"model.trim_dilated_ends={str(trim).lower()}",
+    ]
     return load_config("360", overrides).model
 
 

@@ -101,7 +101,9 @@ def test_invert_cdf_matches_numpy_interp():
     rng = np.random.default_rng(2)
     t, w = _random_histogram(rng, 6, 8)
     u = rng.uniform(size=(6, 50))
-    out = stepfun.invert_cdf(jnp.asarray(u, jnp.float32), jnp.asarray(t, jnp.float32), jnp.log(jnp.asarray(w, jnp.float32)))
+    out = stepfun.invert_cdf(
+        jnp.asarray(u, jnp.float32), jnp.asarray(t, jnp.float32), jnp.log(jnp.asarray(w, jnp.float32))
+    )
     for row in range(6):
         cdf = np.concatenate([[0], np.cumsum(w[row])])
         np.testing.assert_allclose(out[row], np.interp(u[row], cdf, t[row]), atol=2e-5)
@@ -129,7 +131,13 @@ def test_stratified_samples_are_within_one_stratum_of_the_cdf():
     rng = np.random.default_rng(4)
     t, w = _random_histogram(rng, 1, 10, zero_frac=0.3)
     n = 400
-    s = stepfun.sample(jax.random.PRNGKey(2), jnp.asarray(t, jnp.float32), jnp.log(jnp.asarray(w, jnp.float32)), num_samples=n, single_jitter=False)
+    s = stepfun.sample(
+        jax.random.PRNGKey(2),
+        jnp.asarray(t, jnp.float32),
+        jnp.log(jnp.asarray(w, jnp.float32)),
+        num_samples=n,
+        single_jitter=False,
+    )
     cdf_at_samples = _hist_cdf(t[0], w[0])(np.asarray(s[0], np.float64))
     # The i-th sample's quantile lies in the i-th stratum [i / n, (i + 1) / n).
     strata = np.arange(n) / n
@@ -142,7 +150,15 @@ def test_samples_sorted_inside_and_off_empty_intervals(key):
     t, w = _random_histogram(rng, 30, 12, zero_frac=0.4, lo=0.2, hi=3.0)
     t[:, 5] = t[:, 4]  # a zero-width interval
     logits = np.where(w > 0, np.log(np.maximum(w, 1e-30)), -np.inf)
-    s = np.asarray(stepfun.sample(key, jnp.asarray(t, jnp.float32), jnp.asarray(logits, jnp.float32), num_samples=64, single_jitter=False))
+    s = np.asarray(
+        stepfun.sample(
+            key,
+            jnp.asarray(t, jnp.float32),
+            jnp.asarray(logits, jnp.float32),
+            num_samples=64,
+            single_jitter=False,
+        )
+    )
     assert s.shape == (30, 64)
     assert np.all(np.diff(s, axis=-1) >= 0)
     assert np.all(s >= t[:, :1] - 1e-6) and np.all(s <= t[:, -1:] + 1e-6)
@@ -173,8 +189,14 @@ def test_single_jitter_shares_one_offset_per_ray():
     logits = jnp.zeros((50, 1))
     n = 10
     strata = np.arange(n) / n
-    shared = np.asarray(stepfun.sample(jax.random.PRNGKey(7), t, logits, num_samples=n, single_jitter=True)) - strata
-    own = np.asarray(stepfun.sample(jax.random.PRNGKey(7), t, logits, num_samples=n, single_jitter=False)) - strata
+    shared = (
+        np.asarray(stepfun.sample(jax.random.PRNGKey(7), t, logits, num_samples=n, single_jitter=True))
+        - strata
+    )
+    own = (
+        np.asarray(stepfun.sample(jax.random.PRNGKey(7), t, logits, num_samples=n, single_jitter=False))
+        - strata
+    )
     for offsets in (shared, own):
         assert np.all(offsets >= -1e-6) and np.all(offsets < 1 / n + 1e-6)
     np.testing.assert_allclose(shared.std(axis=-1), 0.0, atol=1e-6)
@@ -187,18 +209,38 @@ def test_sample_intervals_sorted_in_domain(key):
     rng = np.random.default_rng(8)
     t, w = _random_histogram(rng, 20, 6, zero_frac=0.3)
     logits = np.where(w > 0, np.log(np.maximum(w, 1e-30)), -np.inf)
-    knots = np.asarray(stepfun.sample_intervals(key, jnp.asarray(t, jnp.float32), jnp.asarray(logits, jnp.float32), num_samples=32, single_jitter=True, domain=(0.0, 1.0)))
+    knots = np.asarray(
+        stepfun.sample_intervals(
+            key,
+            jnp.asarray(t, jnp.float32),
+            jnp.asarray(logits, jnp.float32),
+            num_samples=32,
+            single_jitter=True,
+            domain=(0.0, 1.0),
+        )
+    )
     assert knots.shape == (20, 33)
     assert np.all(np.diff(knots, axis=-1) >= 0)
     assert np.all((knots >= 0) & (knots <= 1))
     if key is None:  # the test-mode knots are midpoints of the strata-centre samples
-        centres = np.asarray(stepfun.sample(None, jnp.asarray(t, jnp.float32), jnp.asarray(logits, jnp.float32), num_samples=32, single_jitter=True, deterministic_center=True))
+        centres = np.asarray(
+            stepfun.sample(
+                None,
+                jnp.asarray(t, jnp.float32),
+                jnp.asarray(logits, jnp.float32),
+                num_samples=32,
+                single_jitter=True,
+                deterministic_center=True,
+            )
+        )
         np.testing.assert_allclose(knots[:, 1:-1], 0.5 * (centres[:, 1:] + centres[:, :-1]), atol=1e-6)
         assert np.all((centres >= knots[:, :-1]) & (centres <= knots[:, 1:]))
 
 
 def test_sample_intervals_from_the_initial_single_interval():
-    knots = stepfun.sample_intervals(None, jnp.array([[0.0, 1.0]]), jnp.zeros((1, 1)), num_samples=4, single_jitter=True)
+    knots = stepfun.sample_intervals(
+        None, jnp.array([[0.0, 1.0]]), jnp.zeros((1, 1)), num_samples=4, single_jitter=True
+    )
     np.testing.assert_allclose(knots, [[0.0, 0.25, 0.5, 0.75, 1.0]], atol=1e-6)
 
 
@@ -228,7 +270,9 @@ def test_max_dilate_equals_brute_force_max_filter():
         t, w = _random_histogram(rng, 1, 12, zero_frac=0.3, lo=0.05, hi=0.95)
         t[0, 6] = t[0, 5]  # a zero-width interval
         p = np.asarray(_stepfun.weight_to_pdf(jnp.asarray(t), jnp.asarray(w)))[0]
-        t_d, p_d = stepfun.max_dilate(jnp.asarray(t[0], jnp.float32), jnp.asarray(p, jnp.float32), dilation, domain=domain)
+        t_d, p_d = stepfun.max_dilate(
+            jnp.asarray(t[0], jnp.float32), jnp.asarray(p, jnp.float32), dilation, domain=domain
+        )
         t_d, p_d = np.asarray(t_d, np.float64), np.asarray(p_d, np.float64)
         assert t_d.shape == (37,) and p_d.shape == (36,)  # 3n + 1 knots
         assert np.all(np.diff(t_d) >= 0) and np.all((t_d >= 0) & (t_d <= 1))
@@ -236,7 +280,12 @@ def test_max_dilate_equals_brute_force_max_filter():
         brute = scipy.ndimage.maximum_filter1d(original, size=2 * half_window + 1, mode="constant")
         dilated = _step_eval(t_d, p_d, grid)
         # Compare away from the knots, where the grid cannot resolve the exact edges.
-        near_knot = np.min(np.abs(grid[:, None] - np.concatenate([t_d, t[0] - dilation, t[0] + dilation])[None]), axis=1) < 3 * step
+        near_knot = (
+            np.min(
+                np.abs(grid[:, None] - np.concatenate([t_d, t[0] - dilation, t[0] + dilation])[None]), axis=1
+            )
+            < 3 * step
+        )
         inside = (grid >= domain[0]) & (grid < domain[1]) & ~near_knot
         np.testing.assert_allclose(dilated[inside], brute[inside], rtol=1e-5)
         assert np.all(dilated[inside] >= original[inside] * (1 - 1e-6))
@@ -245,13 +294,17 @@ def test_max_dilate_equals_brute_force_max_filter():
 def test_max_dilate_weights_is_normalised_and_covers_the_original():
     rng = np.random.default_rng(10)
     t, w = _random_histogram(rng, 8, 16, zero_frac=0.5)
-    t_d, w_d = stepfun.max_dilate_weights(jnp.asarray(t, jnp.float32), jnp.asarray(w, jnp.float32), 0.01, domain=(0.0, 1.0))
+    t_d, w_d = stepfun.max_dilate_weights(
+        jnp.asarray(t, jnp.float32), jnp.asarray(w, jnp.float32), 0.01, domain=(0.0, 1.0)
+    )
     assert t_d.shape == (8, 49) and w_d.shape == (8, 48)
     np.testing.assert_allclose(np.sum(w_d, -1), 1.0, rtol=1e-5)
     assert np.all(np.asarray(w_d) >= 0)
     # Without renormalisation the dilated histogram bounds the original from above:
     # its measure over every original interval is at least that interval's weight.
-    t_d, w_d = stepfun.max_dilate_weights(jnp.asarray(t, jnp.float32), jnp.asarray(w, jnp.float32), 0.01, domain=(0.0, 1.0), renormalize=False)
+    t_d, w_d = stepfun.max_dilate_weights(
+        jnp.asarray(t, jnp.float32), jnp.asarray(w, jnp.float32), 0.01, domain=(0.0, 1.0), renormalize=False
+    )
     t_d, w_d = np.asarray(t_d, np.float64), np.asarray(w_d, np.float64)
     for row in range(8):
         cdf = np.concatenate([[0], np.cumsum(w_d[row])])
@@ -281,7 +334,12 @@ def test_inner_outer_bound_the_measure():
         t0 = np.sort(rng.uniform(0.1, 0.9, size=9))
         t1, y1 = _random_histogram(rng, 1, 14, zero_frac=0.2)
         t1, y1 = t1[0], y1[0]
-        inner, outer = (np.asarray(a, np.float64) for a in stepfun.inner_outer(jnp.asarray(t0, jnp.float32), jnp.asarray(t1, jnp.float32), jnp.asarray(y1, jnp.float32)))
+        inner, outer = (
+            np.asarray(a, np.float64)
+            for a in stepfun.inner_outer(
+                jnp.asarray(t0, jnp.float32), jnp.asarray(t1, jnp.float32), jnp.asarray(y1, jnp.float32)
+            )
+        )
         # The measure of the step function over each interval, on a fine grid.
         grid = np.linspace(0, 1, 200_001)
         density = _step_eval(t1, y1 / np.diff(t1), 0.5 * (grid[1:] + grid[:-1])) * np.diff(grid)
@@ -303,7 +361,9 @@ def test_inner_outer_bound_the_measure():
 def _distortion_pairs(t, w):
     """O(n^2) reference in float64."""
     mids = 0.5 * (t[..., 1:] + t[..., :-1])
-    inter = np.sum(w[..., :, None] * w[..., None, :] * np.abs(mids[..., :, None] - mids[..., None, :]), axis=(-1, -2))
+    inter = np.sum(
+        w[..., :, None] * w[..., None, :] * np.abs(mids[..., :, None] - mids[..., None, :]), axis=(-1, -2)
+    )
     return inter + np.sum(w**2 * np.diff(t, axis=-1), -1) / 3
 
 
@@ -315,7 +375,9 @@ def test_distortion_equals_brute_force_double_integral():
         t, w = t[0], w[0]
         # A midpoint-rule double integral on a fine grid whose cells are aligned with the
         # knots (so no cell straddles a jump of the pdf).
-        grid = np.concatenate([np.linspace(a, b, cells_per_interval, endpoint=False) for a, b in zip(t[:-1], t[1:])] + [t[-1:]])
+        grid = np.concatenate(
+            [np.linspace(a, b, cells_per_interval, endpoint=False) for a, b in zip(t[:-1], t[1:])] + [t[-1:]]
+        )
         centres, ds = 0.5 * (grid[1:] + grid[:-1]), np.diff(grid)
         mass = _step_eval(t, w / np.diff(t), centres) * ds  # w(s) ds per cell
         brute = mass @ np.abs(centres[:, None] - centres[None, :]) @ mass
@@ -343,7 +405,9 @@ def test_weighted_percentile_matches_interpolated_cdf():
     rng = np.random.default_rng(14)
     t, w = _random_histogram(rng, 5, 9, lo=0.2, hi=40.0)
     ps = [0.0, 10.0, 50.0, 73.0, 100.0]
-    out = stepfun.weighted_percentile(jnp.asarray(t, jnp.float32), jnp.asarray(3.0 * w, jnp.float32), jnp.asarray(ps))
+    out = stepfun.weighted_percentile(
+        jnp.asarray(t, jnp.float32), jnp.asarray(3.0 * w, jnp.float32), jnp.asarray(ps)
+    )
     assert out.shape == (5, 5)
     for row in range(5):
         cdf = np.concatenate([[0], np.cumsum(w[row])])
