@@ -76,7 +76,8 @@ def main() -> None:
     if args.batch_size:
         config = config.replace({"train": {"batch_size": args.batch_size}})
     mesh = make_mesh()
-    _, _, state, batch, step_fn = synthetic_train_setup(config, mesh)
+    setup = synthetic_train_setup(config, mesh)
+    state, batch, step_fn = setup.state, setup.batch, setup.step_fn
     step = step_fn.lower(state, batch).compile()
     state, times = time_steps(step, state, batch, args.steps)
     wall = statistics.median(times)

@@ -30,7 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.config, args.overrides)
     config = config.replace({"train": {"batch_size": args.batch_size}})
-    _, _, state, batch, step_fn = synthetic_train_setup(config, make_mesh())
+    setup = synthetic_train_setup(config, make_mesh())
+    state, batch, step_fn = setup.state, setup.batch, setup.step_fn
     step = step_fn.lower(state, batch).compile()
     state, _ = time_steps(step, state, batch, 0, warmup=args.warmup)
     print("ready", flush=True)

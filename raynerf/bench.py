@@ -7,14 +7,17 @@ eval-style chunked rendering, the input pipeline, and peak memory.
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh
 
 from raynerf.config import Config
@@ -126,15 +129,27 @@ def _memory_plan(compiled) -> dict:
     }
 
 
-def synthetic_train_setup(config: Config, mesh) -> tuple:
-    """``(model, tx, state, batch, step_fn)``: a fresh train state, a batch of
-    :func:`synthetic_batch` rays on the mesh, and the jitted (not yet compiled) step."""
+@dataclasses.dataclass
+class TrainSetup:
+    """What timing a train step needs: the model and optimiser it was built from, a
+    fresh state, a batch of :func:`synthetic_batch` rays on the mesh, and the jitted
+    (not yet compiled) step."""
+
+    model: MipNerf360
+    tx: optax.GradientTransformation
+    state: Any
+    batch: dict
+    step_fn: Callable
+
+
+def synthetic_train_setup(config: Config, mesh) -> TrainSetup:
+    """A :class:`TrainSetup` for ``config`` on ``mesh``."""
     check_batch_size(config.train.batch_size, mesh.devices.size, config.train.grad_accum_steps)
     model = MipNerf360(config.model)
     tx = make_optimizer(config.train)
     state = create_train_state(config, model, tx, mesh)
     batch = global_batch(mesh, synthetic_batch(config.train.batch_size))
-    return model, tx, state, batch, jit_train_step(config, model, tx, mesh, state)
+    return TrainSetup(model, tx, state, batch, jit_train_step(config, model, tx, mesh, state))
 
 
 def time_steps(
@@ -165,7 +180,8 @@ def bench_train(config: Config, mesh, steps: int = 5, peak: Callable[[], float] 
     little about that step's hardware.
     """
     batch_size = config.train.batch_size
-    model, tx, state, batch, step_fn = synthetic_train_setup(config, mesh)
+    setup = synthetic_train_setup(config, mesh)
+    model, tx, state, batch, step_fn = setup.model, setup.tx, setup.state, setup.batch, setup.step_fn
     start = time.perf_counter()
     lowered = step_fn.lower(state, batch)
     compiled = lowered.compile()
