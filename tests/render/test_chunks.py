@@ -32,7 +32,7 @@ PLENTY = float("inf")
 
 def test_auto_chunk_is_the_largest_power_of_two_that_fits():
     rays = 64 * MAX_CHUNK  # a multiple of every candidate: the padding trim keeps them whole
-    sizes = [choose_chunk(0, rays, 1, MODEL, gib * 2**30) for gib in (0.001, 1, 4, 16, 64, 4096)]
+    sizes = [choose_chunk("auto", rays, 1, MODEL, gib * 2**30) for gib in (0.001, 1, 4, 16, 64, 4096)]
     assert all(s & (s - 1) == 0 and MIN_CHUNK <= s <= MAX_CHUNK for s in sizes)
     assert sizes == sorted(sizes) and sizes[0] == MIN_CHUNK and sizes[-1] == MAX_CHUNK
     for gib, size in zip((4, 16, 64), sizes[2:5]):
@@ -102,14 +102,16 @@ def test_a_chunk_rendered_in_passes_equals_one_pass_over_it():
     expected = _one_pass(model, params, rays)
     assert np.ptp(expected["distance_median"]) > 0  # rays that render differently
     got = make_render_fn(model, mesh)(params, rays)  # three passes of 32 rays
+    # Passes change the matmuls' shapes and so their rounding, which the resampling
+    # between levels can carry a little further (seen: 8e-6 on a colour of 0.65).
     for name in OUTPUTS:
-        np.testing.assert_allclose(np.asarray(got[name]), expected[name], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(got[name]), expected[name], rtol=5e-5, atol=1e-5)
     # An image of 10 x 7 rays in chunks of 50 (rounded to 64 rays: two passes, padded).
     image = {name: value[:70].reshape(10, 7, -1) for name, value in rays.items()}
     tiled = render_image(make_render_fn(model, mesh), params, image, 50, mesh)
     for name in OUTPUTS:
         np.testing.assert_allclose(
-            tiled[name].reshape(70, -1), expected[name][:70].reshape(70, -1), rtol=1e-5, atol=1e-6
+            tiled[name].reshape(70, -1), expected[name][:70].reshape(70, -1), rtol=5e-5, atol=1e-5
         )
 
 
@@ -131,7 +133,7 @@ rays = _rays(128)  # 64 rays per device: two passes on each
 expected = _one_pass(model, jax.device_get(params), rays)
 got = make_render_fn(model, mesh)(params, rays)
 for name in OUTPUTS:
-    np.testing.assert_allclose(np.asarray(got[name]), expected[name], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got[name]), expected[name], rtol=5e-5, atol=1e-5)
 print("same")
 """
 
