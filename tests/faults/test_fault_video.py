@@ -7,6 +7,8 @@ and writes a complete video.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -30,15 +32,18 @@ write_video(sys.argv[1], frames(), fps=5)
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # the child execs at once
 def test_a_killed_video_write_leaves_no_partial_file_once_rerun(tmp_path):
     path = tmp_path / "scene_path_renders_step_8_color.mp4"
-    proc = subprocess.Popen([sys.executable, "-c", ENDLESS_WRITE, str(path)])
+    # Its own process group: the kill takes the writer and its ffmpeg child together, as
+    # a killed job or VM does (an orphaned ffmpeg could re-create the file later).
+    proc = subprocess.Popen([sys.executable, "-c", ENDLESS_WRITE, str(path)], start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while not list(tmp_path.glob("*.partial.mp4")) and time.monotonic() < deadline:
             assert proc.poll() is None, "the endless write ended"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
+        time.sleep(0.5)  # let ffmpeg open its output
     finally:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert list(tmp_path.glob(".*.partial.mp4")), "the kill should leave a partial file"
     other = tmp_path / ".another_video.abc.partial.mp4"  # another output's: not ours to remove
