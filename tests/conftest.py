@@ -17,3 +17,19 @@ def bonsai_dir() -> Path:
     if not (path / "sparse" / "0").is_dir():
         pytest.skip(f"real capture not found at {path}")
     return path
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list:
+    """The image paths the pixel cache decodes during the test, in order."""
+    from raynerf.data import cache, images  # after conftest has set JAX_PLATFORMS
+
+    calls = []
+    original = images.read_image
+
+    def counting(path):
+        calls.append(path)
+        return original(path)
+
+    monkeypatch.setattr(cache, "read_image", counting)
+    return calls

@@ -19,6 +19,18 @@ from raynerf.data.synthetic import make_scene
 # 11-pixel window and LPIPS-alex), and views 0 and 8 are the test views.
 SCENE = {"num_images": 12, "width": 160, "height": 128, "num_points": 300}
 
+# The model of the unit tests that compile whole steps: two-layer MLPs, 16 + 16 + 8 samples.
+TWO_LAYER_MODEL = (
+    "model.nerf_net_depth=2",
+    "model.nerf_net_width=16",
+    "model.prop_net_width=8",
+    "model.prop_net_depth=2",
+    "model.bottleneck_width=8",
+    "model.viewdir_net_width=8",
+    "model.num_prop_samples=16",
+    "model.num_nerf_samples=8",
+)
+
 # The tiny config shrunk further: a few thousand parameters, 16 + 16 + 8 samples.
 SMALL = (
     "model.nerf_net_width=16",

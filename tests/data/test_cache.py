@@ -8,20 +8,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from raynerf.data import cache, images
+from raynerf.data import cache
 from raynerf.data.scene import load_scene
-
-
-def _count_decodes(monkeypatch):
-    calls = []
-    original = images.read_image
-
-    def counting(path):
-        calls.append(path)
-        return original(path)
-
-    monkeypatch.setattr(cache, "read_image", counting)
-    return calls
 
 
 def test_pixels_equal_decoded_images(small_scene, private_cache):
@@ -35,10 +23,10 @@ def test_pixels_equal_decoded_images(small_scene, private_cache):
     assert not any(p.name.endswith(".zarr") for p in small_scene.rglob("*"))  # never inside the scene
 
 
-def test_cache_is_reused_then_rebuilt_on_change(small_scene, tmp_path, monkeypatch):
+def test_cache_is_reused_then_rebuilt_on_change(small_scene, tmp_path, decodes):
     scene_dir = tmp_path / "scene"
     shutil.copytree(small_scene, scene_dir)
-    calls = _count_decodes(monkeypatch)
+    calls = decodes
     scene = load_scene(scene_dir, 8)
     first, _ = cache.load_pixels(scene)
     assert len(calls) == 16
@@ -107,8 +95,8 @@ def test_processes_caching_one_scene_at_once_all_succeed(small_scene, tmp_path):
     assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
 
 
-def test_each_factor_has_its_own_cache(small_scene, monkeypatch):
-    calls = _count_decodes(monkeypatch)
+def test_each_factor_has_its_own_cache(small_scene, decodes):
+    calls = decodes
     a, _ = cache.load_pixels(load_scene(small_scene, 8))
     b, _ = cache.load_pixels(load_scene(small_scene, 4))
     assert len(calls) == 32 and a.shape[1:3] == (15, 20) and b.shape[1:3] == (30, 40)

@@ -24,20 +24,6 @@ def scene(fault_scene):
     return load_scene(fault_scene, 4)
 
 
-@pytest.fixture
-def decodes(monkeypatch) -> list:
-    """Counts images decoded by the cache."""
-    calls = []
-    original = images.read_image
-
-    def counting(path):
-        calls.append(path)
-        return original(path)
-
-    monkeypatch.setattr(cache, "read_image", counting)
-    return calls
-
-
 def _expected(scene) -> np.ndarray:
     return np.stack([images.read_image(scene.image_path(i)) for i in range(scene.num_images)])
 

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from small_run import TWO_LAYER_MODEL
 
 from raynerf.config import load_config
 from raynerf.mesh import global_batch, make_mesh
@@ -14,16 +15,7 @@ from raynerf.model.rays import Rays
 from raynerf.training.optim import make_optimizer
 from raynerf.training.step import compute_losses, create_train_state, jit_train_step
 
-SMALL = [
-    "model.nerf_net_depth=2",
-    "model.nerf_net_width=16",
-    "model.prop_net_width=8",
-    "model.prop_net_depth=2",
-    "model.bottleneck_width=8",
-    "model.viewdir_net_width=8",
-    "model.num_prop_samples=16",
-    "model.num_nerf_samples=8",
-]
+SMALL = list(TWO_LAYER_MODEL)
 
 
 def mlp_params(in_dim, depth, width, skip, out_dims):

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from meshes import fake_mesh, run_on_cpu_devices
+from small_run import TWO_LAYER_MODEL
 
 from raynerf.config import load_config
 from raynerf.errors import RaynerfError
@@ -13,18 +14,7 @@ from raynerf.model.mipnerf360 import MipNerf360, draw_jitter
 from raynerf.training.optim import make_optimizer
 from raynerf.training.step import check_batch_size, create_train_state, jit_train_step, loss_and_grads
 
-SMALL = [
-    "model.nerf_net_depth=2",
-    "model.nerf_net_width=16",
-    "model.prop_net_width=8",
-    "model.prop_net_depth=2",
-    "model.bottleneck_width=8",
-    "model.viewdir_net_width=8",
-    "model.num_prop_samples=16",
-    "model.num_nerf_samples=8",
-    "train.batch_size=48",
-    "train.lr_delay_steps=0",
-]
+SMALL = [*TWO_LAYER_MODEL, "train.batch_size=48", "train.lr_delay_steps=0"]
 
 
 def _batch(n: int, seed: int = 0) -> dict:
