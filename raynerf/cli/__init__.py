@@ -8,7 +8,10 @@ preempted VM, Ray or a job scheduler sends) is handled like Ctrl-C by every comm
 from __future__ import annotations
 
 import importlib
+import os
 import signal
+import sys
+import threading
 
 import click
 
@@ -63,18 +66,28 @@ def _forward_to_sigint(signum, frame) -> None:
         raise KeyboardInterrupt
 
 
+def _redeliver_swallowed_interrupts(unraisable) -> None:
+    """``sys.unraisablehook``: a KeyboardInterrupt raised while Python ran a finaliser or
+    a garbage-collector callback (JAX registers one) cannot propagate, so Python would
+    print it as "Exception ignored" and carry on as if never interrupted. Instead, Ctrl-C
+    is sent again, shortly, from another thread: its handler then runs in the command's
+    own code. Other unraisable exceptions go to Python's default hook."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def treat_sigterm_as_ctrl_c() -> None:
-    """Installs :func:`_forward_to_sigint` for SIGTERM (in the main thread only).
+    """Installs :func:`_forward_to_sigint` for SIGTERM (in the main thread only) and
+    :func:`_redeliver_swallowed_interrupts`, so that neither signal is lost.
 
-    Importing pycolmap installs glog's native handler, which prints a stack trace and
-    aborts, so the commands call this again once their imports are done (pycolmap is
-    not imported here: imported before JAX, it corrupts the heap, and zlib aborts with
-    "double free or corruption" when JAX writes its compilation cache).
+    pycolmap's import would replace the SIGTERM handler with glog's aborting one;
+    :mod:`raynerf.data.colmap_lib` imports pycolmap so that it does not.
     """
-    import threading
-
     if threading.current_thread() is threading.main_thread():  # (CliRunner may run in a thread)
         signal.signal(signal.SIGTERM, _forward_to_sigint)
+        sys.unraisablehook = _redeliver_swallowed_interrupts
 
 
 @click.group(cls=RaynerfGroup, context_settings={"help_option_names": ["-h", "--help"]})

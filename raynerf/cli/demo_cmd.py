@@ -14,7 +14,6 @@ from pathlib import Path
 
 import click
 
-from raynerf.cli import treat_sigterm_as_ctrl_c
 from raynerf.cli.eval_cmd import summary_line
 from raynerf.cli.options import build_config
 from raynerf.cli.render_cmd import render
@@ -94,7 +93,6 @@ def render_video(scene: Path, workdir: Path) -> str:
 )
 def demo(workdir: Path, steps: int, minutes: float, with_render: bool, overrides: tuple[str, ...]) -> None:
     """Train the tiny config on the built-in scene, evaluate it and render a video."""
-    treat_sigterm_as_ctrl_c()  # again, after pycolmap's import (see there)
 
     config = build_config("tiny", DEMO_SETTINGS + overrides, steps)
     cache_root = default_cache_dir(config.data.cache_dir)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from raynerf.cli import treat_sigterm_as_ctrl_c
 from raynerf.cli.options import (
     build_config,
     config_options,
@@ -32,7 +31,6 @@ def eval_(
     """Render every test view of DATA_DIR/SCENE; write PSNR/SSIM to WORKDIR/eval/metrics.json."""
     from raynerf.eval.evaluate import evaluate
 
-    treat_sigterm_as_ctrl_c()  # again, after pycolmap's import (see there)
     workdir = default_workdir(workdir, scene)
     config = build_config(config_name, overrides, workdir=workdir)
     if workdir.is_dir():  # (a missing one is reported as "train first")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from raynerf.cli import treat_sigterm_as_ctrl_c
 from raynerf.cli.options import (
     build_config,
     config_options,
@@ -99,8 +98,6 @@ def render(
     # The driver only restores parameters; the accelerators are left to the workers.
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from raynerf.render.job import RenderRequest, parse_resolution, render_path
-
-    treat_sigterm_as_ctrl_c()  # again, after pycolmap's import (see there)
 
     workdir = default_workdir(workdir, scene)
     config = build_config(config_name, overrides, workdir=workdir)

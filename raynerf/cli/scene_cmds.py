@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 import numpy as np
 
-from raynerf.cli import treat_sigterm_as_ctrl_c
 from raynerf.cli.options import scene_dir, scene_options
 from raynerf.config import DataConfig
 from raynerf.data.poses import RECENTRE_MODES, largest_azimuth_gap, orbit_kind
@@ -56,7 +55,6 @@ def make_scene(
     """
     from raynerf.data.synthetic import make_scene as build
 
-    treat_sigterm_as_ctrl_c()  # again, after pycolmap's import (see there)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise RaynerfError(f"{directory} already exists and is not empty; pick a new folder")
     if width <= 0 or height <= 0 or width % 8 or height % 8:
@@ -171,7 +169,6 @@ def info(
     from raynerf.data.images import read_image
     from raynerf.data.scene import load_scene
 
-    treat_sigterm_as_ctrl_c()  # again, after pycolmap's import (see there)
     path = scene_dir(data_dir, scene)
     loaded = load_scene(path, factor, llffhold=llffhold, downsample_missing=downsample, recentre=recentre)
     if check:

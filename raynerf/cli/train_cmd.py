@@ -108,7 +108,6 @@ def train(
         set_local_devices(devices_per_host)
     from raynerf.training.loop import train as run_training
 
-    treat_sigterm_as_ctrl_c()  # again, after pycolmap's import (see there)
     with _interrupt_flag() as interrupted:
         result = run_training(config, path, workdir, should_stop=lambda _: interrupted.is_set())
     if interrupted.is_set():

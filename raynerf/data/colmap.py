@@ -6,9 +6,9 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-import pycolmap
 
 from raynerf.data.cameras import Intrinsics, intrinsics_from_colmap
+from raynerf.data.colmap_lib import pycolmap
 from raynerf.errors import RaynerfError
 
 MODEL_FILES = ("cameras.bin", "images.bin", "points3D.bin")

@@ -28,10 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pycolmap
 from PIL import Image
 
 from raynerf.data.cameras import distort, undistort
+from raynerf.data.colmap_lib import pycolmap
 from raynerf.data.images import folder_name
 
 FACTORS = (1, 2, 4, 8)

@@ -9,6 +9,8 @@ stack trace and without writing a partial metrics.json.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -52,3 +54,37 @@ def test_sigterm_stops_eval_without_a_native_trace(run_copy, fault_scene, fault_
     assert "Aborted at" not in output and "SIGTERM received" not in output, output
     assert "Traceback" not in output, output
     assert not (run_copy / "eval" / "metrics.json").exists()
+
+
+SWALLOWING_FINALISER = """
+import gc, os, signal, sys, time
+from raynerf.cli import treat_sigterm_as_ctrl_c
+
+treat_sigterm_as_ctrl_c()
+
+class Finalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100_000):  # the handler runs in here: its KeyboardInterrupt is swallowed
+            pass
+
+try:
+    Finalised()
+    gc.collect()
+    print("finaliser done", flush=True)
+    time.sleep(20)
+    print("never interrupted", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_an_interrupt_raised_inside_a_finaliser_is_not_lost():
+    """A SIGTERM (or Ctrl-C) whose KeyboardInterrupt lands in a finaliser or a
+    garbage-collector callback (seen with JAX's, during eval) still stops the command,
+    and Python's "Exception ignored" traceback is not printed."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SWALLOWING_FINALISER], capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout.split() == ["finaliser", "done", "interrupted"], proc.stdout + proc.stderr
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
