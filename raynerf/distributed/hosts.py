@@ -18,6 +18,12 @@ reads it), every worker records its pid there, the restart cause lands there (fr
 :class:`RestartRecorder`, a Ray Train callback) and reaches ``metrics.jsonl`` through
 the next group's process 0, and a Ctrl-C on the driver becomes an agreed stop step
 (:meth:`RunMonitor.should_stop`) at which every worker saves a checkpoint.
+
+A SIGTERM reaching a worker (a preempted VM's notice) is taken by JAX's preemption
+service, which ``jax.distributed`` starts on every process: it agrees a step with the
+other hosts (:func:`jax.experimental.multihost_utils.reached_preemption_sync_point`),
+every host saves a checkpoint there, and the group ends with :class:`HostPreempted`, a
+failure Ray Train restarts from that checkpoint (on a pod, once the slice is back).
 """
 
 from __future__ import annotations
@@ -276,9 +282,13 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def describe_failures(worker_exceptions: dict[int, BaseException]) -> str:
-    """``host <rank>: <error>`` for every failed worker, lowest rank first."""
+    """``host <rank>: <error>`` for every failed worker, lowest rank first; hosts that
+    failed alike are named together (``hosts 0, 1: <error>``)."""
+    ranks: dict[str, list[int]] = {}
+    for rank, exc in sorted(worker_exceptions.items()):
+        ranks.setdefault(describe_exception(exc), []).append(rank)
     return "; ".join(
-        f"host {rank}: {describe_exception(exc)}" for rank, exc in sorted(worker_exceptions.items())
+        f"host{'s' if len(r) > 1 else ''} {', '.join(map(str, r))}: {text}" for text, r in ranks.items()
     )
 
 
@@ -293,6 +303,11 @@ def is_user_error(exc: BaseException) -> bool:
         exc = getattr(exc, "cause", None) or exc.__cause__
         seen += 1
     return False
+
+
+class HostPreempted(Exception):
+    """Raised by every worker after a preemption notice: the agreed step is saved, and the
+    group is restarted from it (a failure to Ray Train, not a user error)."""
 
 
 class UserErrorInWorker(Exception):
@@ -391,6 +406,7 @@ def host_main(cfg: dict) -> dict:
 def _train_here(cfg: dict, monitor, attempt: int, rank: int) -> dict:
     """The training part of :func:`host_main`, once this process has joined ``jax.distributed``."""
     import jax
+    from jax.experimental import multihost_utils
 
     from raynerf.errors import RaynerfError
     from raynerf.training.loop import train
@@ -413,8 +429,14 @@ def _train_here(cfg: dict, monitor, attempt: int, rank: int) -> dict:
             ray.train.report({"step": step, **metrics})
 
     ask_every = cfg["config"].train.log_every
+    preempted_at: list[int] = []
 
     def stop(step: int) -> bool:
+        # JAX's preemption service must be asked by every process at every step; it is
+        # a local read until a notice arrives.
+        if multihost_utils.reached_preemption_sync_point(step):
+            preempted_at.append(step)
+            return True
         # One round trip to the monitor per logged step, not per step.
         if step % ask_every:
             return False
@@ -432,6 +454,10 @@ def _train_here(cfg: dict, monitor, attempt: int, rank: int) -> dict:
     except RaynerfError as exc:
         ray.get(monitor.set_user_error.remote(rank, str(exc)))
         raise
+    if preempted_at:
+        raise HostPreempted(
+            f"preemption notice (SIGTERM) on a host; every host saved a checkpoint at step {result.step}"
+        )
     outcome = {"step": result.step, "stopped": result.step < cfg["config"].train.max_steps}
     ray.train.report({**result.metrics, "step": result.step, "checkpoint_step": result.step})
     if jax.process_index() == 0:

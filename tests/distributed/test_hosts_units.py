@@ -33,6 +33,8 @@ def test_user_errors_are_recognised_through_wrappers():
     assert not is_user_error(_Wrapped(RuntimeError("gloo connection reset")))
     text = describe_failures({1: _Wrapped(RuntimeError("x\ny")), 0: ValueError("first line\nmore")})
     assert text == "host 0: ValueError: first line; host 1: RuntimeError: x"
+    alike = describe_failures({2: KeyError("k"), 0: OSError("same"), 1: OSError("same")})
+    assert alike == "hosts 0, 1: OSError: same; host 2: KeyError: 'k'"
 
 
 def test_stop_step_is_agreed_by_hosts_at_different_steps(ray_local):
