@@ -20,8 +20,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import resource
+import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -320,17 +322,35 @@ class RenderPool:
         return ray.get([actor.peak_rss.remote() for actor in self._live_actors()])
 
 
+# What reading a damaged .npz raises: a torn zip, a bad CRC, a missing array, bad bytes.
+UNREADABLE = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile)
+
+
 class FrameStore:
     """Rendered frames on disk: ``directory/frame_<index>.npz`` holding ``FRAME_OUTPUTS``."""
 
-    def __init__(self, directory: Path | str):
+    def __init__(self, directory: Path | str, notify: Callable[[str], None] | None = None):
         self.directory = Path(directory)
+        self.notify = notify or (lambda line: print(line, file=sys.stderr, flush=True))
 
     def path(self, index: int) -> Path:
         return self.directory / f"frame_{index:05d}.npz"
 
     def has(self, index: int) -> bool:
-        return self.path(index).is_file()
+        """Whether frame ``index`` is saved and reads back whole. A damaged one (torn,
+        bit-flipped: the zip's CRCs catch it) is moved aside to ``*.damaged.npz``, never
+        deleted, and counts as missing, so that it is rendered again."""
+        path = self.path(index)
+        if not path.is_file():
+            return False
+        try:
+            self._read(path)
+            return True
+        except UNREADABLE as exc:
+            aside = path.with_suffix(".damaged.npz")
+            path.replace(aside)
+            self.notify(f"frame {index}: unreadable ({type(exc).__name__}: {exc}); moved aside to {aside}")
+            return False
 
     def save(self, index: int, outputs: Mapping[str, np.ndarray]) -> None:
         """Writes one frame atomically (temporary file, then rename)."""
@@ -343,12 +363,16 @@ class FrameStore:
         finally:
             Path(tmp).unlink(missing_ok=True)
 
+    @staticmethod
+    def _read(path: Path) -> dict[str, np.ndarray]:
+        with np.load(path) as data:
+            return {name: data[name] for name in FRAME_OUTPUTS}
+
     def load(self, index: int) -> dict[str, np.ndarray]:
         path = self.path(index)
         try:
-            with np.load(path) as data:
-                return {name: data[name] for name in FRAME_OUTPUTS}
-        except (OSError, KeyError, ValueError) as exc:
+            return self._read(path)
+        except UNREADABLE as exc:
             raise RaynerfError(
                 f"{path}: unreadable saved frame ({exc}); delete it and render again"
             ) from None
