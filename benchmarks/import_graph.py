@@ -3,7 +3,7 @@ included), in layer order, and exits non-zero on an import that points up a laye
 
     python benchmarks/import_graph.py [PACKAGE_DIR]      # default: the raynerf/ beside this folder
 
-The layers, bottom to top: the foundation modules (config, errors, hostmem, mesh), then
+The layers, bottom to top: the foundation modules (config, errors, hostmem, mesh, storage), then
 data -> model -> training -> render -> eval -> distributed -> bench -> cli. A package may
 import its own layer and those below it.
 """
@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 LAYERS = (
-    ("errors", "config", "hostmem", "mesh"),
+    ("errors", "config", "hostmem", "mesh", "storage"),
     ("data",),
     ("model",),
     ("training",),

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
+from raynerf import storage
 from raynerf.cli.options import (
     build_config,
     config_options,
     default_workdir,
     scene_dir,
     scene_options,
+    workdir_option,
     writable_dir,
 )
 
@@ -19,14 +19,9 @@ from raynerf.cli.options import (
 @click.command("eval")
 @scene_options
 @config_options
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The training run's folder [default: runs/<scene>].",
-)
+@workdir_option("The training run's folder [default: runs/<scene>].")
 def eval_(
-    scene: str, data_dir: Path, config_name: str | None, overrides: tuple[str, ...], workdir: Path | None
+    scene: str, data_dir: str, config_name: str | None, overrides: tuple[str, ...], workdir: str | None
 ) -> None:
     """Render every test view of DATA_DIR/SCENE; write PSNR/SSIM to WORKDIR/eval/metrics.json."""
     from raynerf.eval.evaluate import evaluate
@@ -36,7 +31,7 @@ def eval_(
     if workdir.is_dir():  # (a missing one is reported as "train first")
         writable_dir(workdir / "eval", "eval folder")
     summary = evaluate(config, scene_dir(data_dir, scene), workdir)
-    click.echo(summary_line(summary) + f" -> {workdir / 'eval' / 'metrics.json'}")
+    click.echo(summary_line(summary) + f" -> {storage.shown(workdir)}/eval/metrics.json")
 
 
 def summary_line(summary: dict) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from raynerf import storage
 from raynerf.config import Config, load_config
 from raynerf.errors import RaynerfError
 
@@ -17,10 +18,10 @@ def scene_options(func):
     """``--scene NAME`` and ``--data-dir D``: the scene folder is ``D/NAME``."""
     func = click.option(
         "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=Path("nerf_data"),
+        default="nerf_data",
         show_default=True,
-        help="Folder holding one folder per scene (as 360_v2.zip unzips).",
+        help="Folder holding one folder per scene (as 360_v2.zip unzips), or gs://BUCKET/PATH "
+        "(copied to this host's cache once).",
     )(func)
     func = click.option("--scene", required=True, help="Scene name, a folder of --data-dir.")(func)
     return func
@@ -61,8 +62,17 @@ def build_config(
     return config
 
 
-def scene_dir(data_dir: Path, scene: str) -> Path:
-    """``DATA_DIR/SCENE``, with a clear error when either is missing."""
+def workdir_option(help_text: str):
+    """``--workdir``: a folder or ``gs://BUCKET/PATH`` (see :mod:`raynerf.storage`)."""
+    return click.option("--workdir", default=None, help=f"{help_text} A folder or gs://BUCKET/PATH.")
+
+
+def scene_dir(data_dir: str | Path, scene: str) -> Path:
+    """``DATA_DIR/SCENE`` (for ``gs://``, this host's copy of it), with a clear error when
+    either is missing."""
+    if storage.is_url(data_dir):
+        return storage.open_scene(f"{str(data_dir).rstrip('/')}/{scene}")
+    data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise RaynerfError(f"data dir {data_dir} does not exist (pass --data-dir, or unzip 360_v2.zip there)")
     path = data_dir / scene
@@ -73,8 +83,14 @@ def scene_dir(data_dir: Path, scene: str) -> Path:
     return path
 
 
-def default_workdir(workdir: Path | None, scene: str) -> Path:
-    return workdir if workdir is not None else Path("runs") / scene
+def default_workdir(workdir: str | Path | None, scene: str) -> Path:
+    """The local folder of ``--workdir`` (default ``runs/<scene>``): for ``gs://``, this
+    host's mirror of it, once the bucket has been checked to be writable."""
+    if workdir is None:
+        return Path("runs") / scene
+    if storage.is_url(workdir):
+        storage.check_writable(str(workdir))
+    return storage.open_workdir(workdir)
 
 
 def writable_dir(folder: Path, what: str) -> Path:

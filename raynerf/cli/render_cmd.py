@@ -13,6 +13,7 @@ from raynerf.cli.options import (
     default_workdir,
     scene_dir,
     scene_options,
+    workdir_option,
     writable_dir,
 )
 
@@ -20,12 +21,7 @@ from raynerf.cli.options import (
 @click.command("render")
 @scene_options
 @config_options
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The training run's folder [default: runs/<scene>].",
-)
+@workdir_option("The training run's folder [default: runs/<scene>].")
 @click.option("--frames", type=int, default=None, help="Frames in the path [default: render.frames, 50].")
 @click.option("--fps", type=float, default=None, help="Video frame rate [default: render.fps, 5].")
 @click.option(
@@ -75,10 +71,10 @@ from raynerf.cli.options import (
 )
 def render(
     scene: str,
-    data_dir: Path,
+    data_dir: str,
     config_name: str | None,
     overrides: tuple[str, ...],
-    workdir: Path | None,
+    workdir: str | None,
     frames: int | None,
     fps: float | None,
     workers: int | None,

@@ -163,7 +163,7 @@ def _frame_line(recentre: str) -> str:
     help="The normalised frame's origin (data.recentre).",
 )
 def info(
-    scene: str, data_dir: Path, factor: int, llffhold: int, downsample: bool, check: bool, recentre: str
+    scene: str, data_dir: str, factor: int, llffhold: int, downsample: bool, check: bool, recentre: str
 ) -> None:
     """Print a report on a scene: splits, resolutions, cameras, capture kind, frame, points, bounds."""
     from raynerf.data.images import read_image

@@ -6,10 +6,10 @@ import contextlib
 import os
 import signal
 import threading
-from pathlib import Path
 
 import click
 
+from raynerf import storage
 from raynerf.cli import treat_sigterm_as_ctrl_c
 from raynerf.cli.options import (
     build_config,
@@ -17,6 +17,7 @@ from raynerf.cli.options import (
     default_workdir,
     scene_dir,
     scene_options,
+    workdir_option,
     writable_dir,
 )
 
@@ -25,12 +26,7 @@ from raynerf.cli.options import (
 @scene_options
 @config_options
 @click.option("--steps", type=int, default=None, help="Override train.max_steps.")
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Output folder [default: runs/<scene>]. Running again resumes from it.",
-)
+@workdir_option("Output folder [default: runs/<scene>]. Running again resumes from it.")
 @click.option(
     "--hosts",
     type=int,
@@ -58,11 +54,11 @@ from raynerf.cli.options import (
 )
 def train(
     scene: str,
-    data_dir: Path,
+    data_dir: str,
     config_name: str | None,
     overrides: tuple[str, ...],
     steps: int | None,
-    workdir: Path | None,
+    workdir: str | None,
     hosts: int | None,
     devices_per_host: int | None,
     address: str | None,
@@ -94,12 +90,12 @@ def train(
         if outcome.stopped:
             click.echo(
                 f"stopped at step {outcome.step} with a checkpoint in "
-                f"{workdir / 'checkpoints'}; run again to resume"
+                f"{storage.checkpoint_dir(workdir)}; run again to resume"
             )
             raise SystemExit(130)
         click.echo(
             f"trained {scene} to step {outcome.step} ({len(outcome.restarts)} restart(s)); "
-            f"checkpoints in {workdir / 'checkpoints'}"
+            f"checkpoints in {storage.checkpoint_dir(workdir)}"
         )
         return
     if devices_per_host:
@@ -113,10 +109,10 @@ def train(
     if interrupted.is_set():
         click.echo(
             f"stopped at step {result.step} with a checkpoint in "
-            f"{workdir / 'checkpoints'}; run again to resume"
+            f"{storage.checkpoint_dir(workdir)}; run again to resume"
         )
         raise SystemExit(130)
-    click.echo(f"trained {scene} to step {result.step}; checkpoints in {workdir / 'checkpoints'}")
+    click.echo(f"trained {scene} to step {result.step}; checkpoints in {storage.checkpoint_dir(workdir)}")
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ import tensorstore as ts
 from raynerf.data.images import read_image
 from raynerf.data.scene import Scene
 from raynerf.errors import RaynerfError
+from raynerf.storage import cache_root
 
 # 2: chunks.json holds a CRC of each image (caches without one are rebuilt).
 CACHE_VERSION = 2
@@ -42,10 +43,7 @@ def default_cache_dir(configured: str = "") -> Path:
     """``configured`` (config.data.cache_dir) or ``$RAYNERF_CACHE`` or ``~/.cache/raynerf``."""
     if configured:
         return Path(configured).expanduser()
-    env = os.environ.get("RAYNERF_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "raynerf"
+    return cache_root()
 
 
 def fingerprint(scene: Scene) -> dict:

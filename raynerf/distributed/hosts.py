@@ -39,6 +39,7 @@ from typing import Any
 import ray
 from ray.train import UserCallback
 
+from raynerf import storage
 from raynerf.distributed import jaxdist
 
 EXCERPT_CHARS = 400
@@ -411,7 +412,8 @@ def _train_here(cfg: dict, monitor, attempt: int, rank: int) -> dict:
     from raynerf.errors import RaynerfError
     from raynerf.training.loop import train
 
-    workdir = Path(cfg["workdir"])
+    workdir = storage.open_workdir(cfg["workdir"])
+    scene_path = storage.open_scene(cfg["scene_path"])
     if jax.process_index() == 0:
         append_events(workdir, ray.get(monitor.take_unwritten_events.remote()))
 
@@ -445,7 +447,7 @@ def _train_here(cfg: dict, monitor, attempt: int, rank: int) -> dict:
     try:
         result = train(
             cfg["config"],
-            Path(cfg["scene_path"]),
+            scene_path,
             workdir,
             show_progress=False,
             reporter=reporter,
@@ -519,8 +521,9 @@ def make_trainer(
         host_main,
         train_loop_config={
             "config": config,
-            "scene_path": str(Path(scene_path).absolute()),
-            "workdir": str(workdir),
+            # gs:// locations stay URLs: each host opens its own local copy of them.
+            "scene_path": storage.shown(Path(scene_path).absolute()),
+            "workdir": storage.shown(workdir),
             "spec": spec,
             "monitor": monitor,
         },

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from raynerf import storage
 from raynerf.config import Config
 from raynerf.data.cache import load_pixels
 from raynerf.data.scene import Scene, image_rays, load_configured_scene
@@ -140,4 +141,5 @@ def evaluate(
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(summary, indent=2, allow_nan=False))
         os.replace(tmp, path)
+        storage.push(workdir, "eval")
     return summary

@@ -28,6 +28,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from raynerf import storage
 from raynerf.config import Config
 from raynerf.data.scene import load_configured_scene
 from raynerf.errors import RaynerfError
@@ -310,6 +311,7 @@ def render_path(
     outputs = video_paths(workdir, scene_name, step)
     with _child_processes_quiet():
         write_videos(store, count, outputs, fps)
+    storage.push(workdir, *(path.relative_to(workdir).as_posix() for path in outputs.values()))
     if not request.keep_frames:
         shutil.rmtree(store.directory, ignore_errors=True)
         with contextlib.suppress(OSError):  # only if no other render's frames are there

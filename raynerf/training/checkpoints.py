@@ -28,8 +28,10 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
 
+from raynerf import storage
 from raynerf.config import Config
 from raynerf.data.colmap import MODEL_FILES
 from raynerf.errors import RaynerfError
@@ -49,7 +51,14 @@ def _stderr_line(message: str) -> None:
 
 
 def checkpoint_manager(directory: Path, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
-    """An orbax manager for ``directory`` keeping the last ``keep`` checkpoints."""
+    """An orbax manager for ``directory`` keeping the last ``keep`` checkpoints.
+
+    In a bucket (``gs://``) each array is its own zarr store (no OCDBT): OCDBT commits
+    every save through conditional writes of one manifest object, which the Cloud Storage
+    emulator the tests use does not support under concurrent writes ("Malformed
+    StorageGeneration"), and plain per-array objects are what the bucket path is tested
+    with. Local checkpoints keep OCDBT (fewer, larger files)."""
+    in_bucket = str(directory).startswith("gs://")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
         create=True,
@@ -57,9 +66,12 @@ def checkpoint_manager(directory: Path, keep: int, async_save: bool = True) -> o
         enable_async_checkpointing=async_save,
     )
     return ocp.CheckpointManager(
-        Path(directory).absolute(),
+        epath.Path(directory),
         options=options,
-        item_names=("state", "data"),
+        item_handlers={
+            "state": ocp.StandardCheckpointHandler(use_ocdbt=not in_bucket),
+            "data": grain.checkpoint.CheckpointHandler(),
+        },
     )
 
 
@@ -107,16 +119,16 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def move_aside(manager: ocp.CheckpointManager, step: int) -> Path:
+def move_aside(manager: ocp.CheckpointManager, step: int) -> epath.Path:
     """Moves checkpoint ``step`` to ``<workdir>/checkpoints-damaged/<step>`` (a numbered
     sibling if that exists), where orbax no longer sees it; returns where it went."""
-    source = Path(manager.directory) / str(step)
-    damaged = Path(manager.directory).parent / DAMAGED_DIR
+    source = epath.Path(manager.directory) / str(step)
+    damaged = epath.Path(manager.directory).parent / DAMAGED_DIR
     damaged.mkdir(parents=True, exist_ok=True)
     target, n = damaged / str(step), 1
     while target.exists():
         target, n = damaged / f"{step}.{n}", n + 1
-    os.replace(source, target)
+    source.rename(target)
     return target
 
 
@@ -163,7 +175,7 @@ def _set_aside(
     if not failed:
         return
     for step, reason in failed:
-        where = Path(manager.directory).parent / DAMAGED_DIR / str(step)
+        where = epath.Path(manager.directory).parent / DAMAGED_DIR / str(step)
         if jax.process_index() == 0:
             where = move_aside(manager, step)
         notify(f"checkpoint {step} does not restore ({reason}); moved it to {where}; using step {restored}")
@@ -264,8 +276,11 @@ def load_trained_params(
 ) -> tuple[int, Any]:
     """``(step, params)`` of the newest checkpoint in ``workdir`` that restores (see
     :func:`restore_newest`), replicated on ``mesh``: what eval, render and export infer with."""
-    ckpt_dir = Path(workdir) / "checkpoints"
-    missing = f"no checkpoint in {ckpt_dir}: train first (raynerf train --scene ... --workdir {workdir})"
+    ckpt_dir = storage.checkpoint_dir(Path(workdir))
+    missing = (
+        f"no checkpoint in {ckpt_dir}: train first (raynerf train --scene ... --workdir "
+        f"{storage.shown(Path(workdir))})"
+    )
     if not ckpt_dir.is_dir():
         raise RaynerfError(missing)
     check_workdir(workdir, scene_path, config, write=False)

@@ -16,6 +16,7 @@ from pathlib import Path
 import jax
 from tqdm.auto import tqdm
 
+from raynerf import storage
 from raynerf.config import Config
 from raynerf.data.cache import load_pixels
 from raynerf.data.pipeline import make_train_iterator
@@ -111,7 +112,7 @@ def train(
     tx = make_optimizer(tc)
     state = create_train_state(config, model, tx, mesh)
     manager = checkpoints.checkpoint_manager(
-        workdir / "checkpoints", tc.keep_checkpoints, async_save=async_checkpoints
+        storage.checkpoint_dir(workdir), tc.keep_checkpoints, async_save=async_checkpoints
     )
     restored = checkpoints.restore_newest(manager, state, iterator, notify=notify)
     if restored is not None:
@@ -130,6 +131,8 @@ def train(
             checkpoints.write_identity(workdir, checkpoints.run_identity(scene_path, config))
             identity_pending = False
         checkpoints.save(manager, at, state, iterator)
+        if is_main:  # a gs:// workdir's other files follow its checkpoints into the bucket
+            storage.push(workdir, *RUN_FILES)
 
     # Compiled before the first batch, so that what the compiler freed can be handed
     # back to the system before the step's own buffers are allocated.
@@ -192,6 +195,8 @@ def train(
         bar.close()
         manager.wait_until_finished()
         logger.close()
+        if is_main:
+            storage.push(workdir, *RUN_FILES)
     manager.close()
     return TrainResult(step=step, metrics=last_metrics, workdir=workdir)
 
@@ -213,6 +218,8 @@ def _step_record(step_metrics, state, batch_size: int, steps: int, since: float)
 
 # Roll-backs to one checkpoint before giving up: the same data and state would fail again.
 MAX_ROLLBACKS = 3
+# A run's files besides its checkpoints (uploaded together for a gs:// workdir).
+RUN_FILES = (checkpoints.RUN_FILE, "config.toml", "metrics.jsonl", "tensorboard")
 
 
 class _RollbackGuard:
