@@ -46,7 +46,9 @@ def test_train_stops_with_a_checkpoint_at_the_current_step(fault_scene, fault_ca
 
 
 def test_sigterm_stops_eval_without_a_native_trace(run_copy, fault_scene, fault_cache):
-    proc = popen_cli("eval", *cli_args(fault_scene, run_copy, fault_cache, steps=0))
+    # Small chunks: the render of the two test views takes seconds, not a fraction of one,
+    # so that the signal arrives while eval still has work to stop.
+    proc = popen_cli("eval", *cli_args(fault_scene, run_copy, fault_cache, "eval.chunk_size=32", steps=0))
     _wait_for(lambda: (run_copy / "eval").is_dir(), proc)  # checkpoint loaded, rendering begins
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
