@@ -125,7 +125,8 @@ def _squeeze_last(array: np.ndarray) -> np.ndarray:
 class WorkerPlan:
     """How many render workers to start, and what each one claims from Ray.
 
-    ``threads`` is the XLA CPU thread budget of a CPU worker (0 for accelerator workers).
+    ``threads`` is the XLA CPU thread budget of a CPU worker (0 for accelerator workers);
+    ``slice_hosts`` the number of TPU VMs of the slice the TPU workers run on.
     """
 
     count: int
@@ -133,6 +134,7 @@ class WorkerPlan:
     num_gpus: float = 0.0
     resources: Mapping[str, float] = dataclasses.field(default_factory=dict)
     threads: int = 0
+    slice_hosts: int = 1
 
     @property
     def device(self) -> str:
@@ -142,6 +144,8 @@ class WorkerPlan:
 
     def env_vars(self) -> dict[str, str]:
         """Environment of a worker process: which JAX platform, and how many CPU threads."""
+        if self.device == "tpu" and self.slice_hosts > 1:
+            return {"JAX_PLATFORMS": "", **one_host_tpu_env(int(self.resources["TPU"]))}
         if self.device != "cpu":
             # Empty means "pick the accelerator", whatever the driver's own setting.
             return {"JAX_PLATFORMS": ""}
@@ -179,7 +183,9 @@ def plan_workers(
     gpus = int(sum(node.get("GPU", 0) for node in nodes))
     if tpu_hosts:
         count = _checked_count(requested, len(tpu_hosts), "TPU hosts")
-        return WorkerPlan(count=count, num_cpus=1, resources={"TPU": min(tpu_hosts)})
+        return WorkerPlan(
+            count=count, num_cpus=1, resources={"TPU": min(tpu_hosts)}, slice_hosts=len(tpu_hosts)
+        )
     if gpus:
         count = _checked_count(requested, gpus, "GPUs")
         return WorkerPlan(count=count, num_cpus=1, num_gpus=1)
@@ -189,6 +195,26 @@ def plan_workers(
     count = len(cpus) if requested == "auto" else requested
     share = min(max(cpus), sum(cpus) / count)
     return WorkerPlan(count=count, num_cpus=share, threads=max(1, int(share)))
+
+
+# The chips of one TPU VM as a process grid (x, y, z): what libtpu needs to be told when
+# one VM of a multi-host slice is to run alone (v4 and v5p VMs have 4 chips, v5e and v6e
+# VMs 1, 4 or 8).
+HOST_CHIP_BOUNDS = {1: "1,1,1", 4: "2,2,1", 8: "2,4,1"}
+
+
+def one_host_tpu_env(chips: int) -> dict[str, str]:
+    """Environment making libtpu on one VM of a multi-host slice start as a slice of that
+    one VM, with all of its ``chips``: without it, JAX on a VM of a multi-host slice
+    waits for the slice's other hosts to join one job. A render worker is a job of its
+    own, one per VM (frames are independent), so it gets this."""
+    if chips not in HOST_CHIP_BOUNDS:
+        raise RaynerfError(f"no known chip layout for a TPU VM with {chips} chips (known: 1, 4, 8)")
+    return {
+        "TPU_PROCESS_BOUNDS": "1,1,1",
+        "TPU_CHIPS_PER_PROCESS_BOUNDS": HOST_CHIP_BOUNDS[chips],
+        "TPU_VISIBLE_CHIPS": ",".join(str(i) for i in range(chips)),
+    }
 
 
 def _checked_count(requested: int | Literal["auto"], available: int, what: str) -> int:

@@ -20,6 +20,7 @@ Slow: a 3-node cluster starts (about 40-90 s on 2 busy cores).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 SLICE = "rehearsal-slice"
+TPU_ENV = ("JAX_PLATFORMS", "TPU_PROCESS_BOUNDS", "TPU_CHIPS_PER_PROCESS_BOUNDS", "TPU_VISIBLE_CHIPS")
 
 
 def _tpu_vm(worker_id: int) -> dict:
@@ -50,6 +52,7 @@ def test_slice_is_detected_and_gets_one_worker_per_vm(ray_tmpdir, monkeypatch, t
     from ray.train.v2.jax import JaxConfig, JaxTrainer
 
     from raynerf.distributed.hosts import HostGroupSpec, detect_platform, scaling_config
+    from raynerf.render.pool import cluster_nodes, plan_workers
 
     # Ray names a slice from GCE metadata on a TPU VM, from TPU_NAME elsewhere (GKE).
     monkeypatch.setenv("TPU_NAME", SLICE)
@@ -106,6 +109,18 @@ def test_slice_is_detected_and_gets_one_worker_per_vm(ray_tmpdir, monkeypatch, t
             run_config=RunConfig(name="rehearsal", storage_path=str(tmp_path / "ray_train")),
         )
         trainer.fit()
+
+        # Render workers, placed as raynerf's render pool places them (the plan's actor
+        # options), each reporting its node and the TPU environment its process starts with.
+        plan = plan_workers(cluster_nodes())
+
+        class EnvProbe:
+            def seen(self) -> dict:
+                node = ray.get_runtime_context().get_node_id()
+                return {"node": node, **{k: os.environ.get(k) for k in TPU_ENV}}
+
+        probes = [ray.remote(EnvProbe).options(**plan.actor_options(0)).remote() for _ in range(plan.count)]
+        rendered_on = ray.get([p.seen.remote() for p in probes], timeout=300)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -118,3 +133,8 @@ def test_slice_is_detected_and_gets_one_worker_per_vm(ray_tmpdir, monkeypatch, t
     assert all(r["visible_chips"] == "0,1,2,3" for r in by_rank.values())
     # How raynerf's messages name each host: by the slice's worker id, not Ray Train's rank.
     assert all(r["location"].startswith(f"TPU worker {r['worker_id']}, ") for r in by_rank.values())
+    # One render worker per VM, each told to run as a one-VM slice of its 4 chips.
+    assert plan.count == 2 and sorted(r["node"] for r in rendered_on) == sorted(vms.values())
+    for seen in rendered_on:
+        assert seen["TPU_PROCESS_BOUNDS"] == "1,1,1" and seen["TPU_CHIPS_PER_PROCESS_BOUNDS"] == "2,2,1"
+        assert seen["TPU_VISIBLE_CHIPS"] == "0,1,2,3" and seen["JAX_PLATFORMS"] == ""

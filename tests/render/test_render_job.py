@@ -46,7 +46,18 @@ def test_plan_one_worker_per_tpu_host_or_gpu():
     tpu = plan_workers([{"CPU": 96.0, "TPU": 4.0}] * 4 + [{"CPU": 8.0}])
     assert (tpu.count, dict(tpu.resources), tpu.device) == (4, {"TPU": 4.0}, "tpu")
     assert tpu.actor_options(2)["resources"] == {"TPU": 4.0}
-    assert tpu.env_vars() == {"JAX_PLATFORMS": ""}
+    # Four VMs of one slice: each worker runs alone on its VM's 4 chips (a 2x2x1 grid).
+    assert tpu.env_vars() == {
+        "JAX_PLATFORMS": "",
+        "TPU_PROCESS_BOUNDS": "1,1,1",
+        "TPU_CHIPS_PER_PROCESS_BOUNDS": "2,2,1",
+        "TPU_VISIBLE_CHIPS": "0,1,2,3",
+    }
+    one_vm = plan_workers([{"CPU": 96.0, "TPU": 8.0}])  # a one-VM slice: libtpu's own defaults
+    assert one_vm.env_vars() == {"JAX_PLATFORMS": ""}
+    v6e = plan_workers([{"CPU": 180.0, "TPU": 8.0}] * 2)
+    assert v6e.env_vars()["TPU_CHIPS_PER_PROCESS_BOUNDS"] == "2,4,1"
+    assert v6e.env_vars()["TPU_VISIBLE_CHIPS"] == "0,1,2,3,4,5,6,7"
     gpu = plan_workers([{"CPU": 16.0, "GPU": 2.0}, {"CPU": 16.0, "GPU": 2.0}], requested=3)
     assert (gpu.count, gpu.num_gpus, gpu.device) == (3, 1, "gpu")
     with pytest.raises(RaynerfError, match="4 GPUs"):
