@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raynerf.config import Config
 from raynerf.distributed import reaper
@@ -164,7 +165,10 @@ def _run(
     t0 = time.time()
     stall_after_s = stall_seconds() if stall_after_s is None else stall_after_s
     os.environ.setdefault(HEALTH_CHECK_ENV, HEALTH_CHECK_SECONDS)  # read by fit(), passed on
-    monitor = RunMonitor.remote()
+    # On the driver's node: a worker node that is lost (a preempted VM) must not take the
+    # run's side channel with it.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    monitor = RunMonitor.options(scheduling_strategy=here).remote()
     trainer = make_trainer(spec, config, scene_path, workdir, monitor)
     outcome: dict = {}
     done = threading.Event()

@@ -138,3 +138,58 @@ def test_slice_is_detected_and_gets_one_worker_per_vm(ray_tmpdir, monkeypatch, t
     for seen in rendered_on:
         assert seen["TPU_PROCESS_BOUNDS"] == "1,1,1" and seen["TPU_CHIPS_PER_PROCESS_BOUNDS"] == "2,2,1"
         assert seen["TPU_VISIBLE_CHIPS"] == "0,1,2,3" and seen["JAX_PLATFORMS"] == ""
+
+
+def test_training_resumes_after_a_node_is_lost_and_replaced(ray_tmpdir, tiny_scene, tmp_path):
+    """Two worker nodes (CPU stand-ins for two VMs), one training host on each. Mid-run
+    one node is removed outright (its raylet and every process on it killed, as when a
+    VM is preempted) and a replacement node joins: the group restarts on the new node
+    from the latest checkpoint, finishes, and ``metrics.jsonl`` records the restart."""
+    import ray
+    from conftest import checkpoint_steps, tiny_config
+    from ray.cluster_utils import Cluster
+
+    from raynerf.distributed.hosts import HostGroupSpec
+    from raynerf.distributed.launch import launch
+    from raynerf.training.metrics_log import read_metrics
+
+    scene, cache = tiny_scene
+    config = tiny_config(cache, "train.max_steps=14", "train.checkpoint_every=4", "train.keep_checkpoints=10")
+    workdir = tmp_path / "run"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    lost = {}
+    try:
+        nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+
+        def lose_a_node(state):
+            if not lost and state["attempt"] == 1 and (state["step"] or 0) >= 6:
+                # Not the raylet this driver is attached to (on one machine it may be any
+                # of them; on a cluster it is the head's): a real driver's VM is not the
+                # one lost here.
+                here = ray.get_runtime_context().get_node_id()
+                victim = next(node for node in nodes if node.node_id != here)
+                lost["step"], lost["node"] = state["step"], victim.node_id
+                cluster.remove_node(victim, allow_graceful=False)
+                lost["replacement"] = cluster.add_node(num_cpus=1).node_id
+
+        result = launch(
+            config,
+            scene,
+            workdir,
+            HostGroupSpec(2, 1, max_restarts=2),
+            address=cluster.address,
+            show_progress=False,
+            on_state=lose_a_node,
+        )
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert lost, "the run ended before a node could be removed"
+    assert result.step == 14 and not result.stopped
+    assert lost["replacement"] in alive and lost["node"] not in alive
+    records = read_metrics(workdir)
+    restarts = [r for r in records if r.get("event") == "restart"]
+    assert len(restarts) >= 1 and restarts[0]["step"] >= 4, restarts
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 15))
+    assert checkpoint_steps(workdir)[-1] == 14
