@@ -193,3 +193,42 @@ def test_training_resumes_after_a_node_is_lost_and_replaced(ray_tmpdir, tiny_sce
     assert len(restarts) >= 1 and restarts[0]["step"] >= 4, restarts
     assert [r["step"] for r in records if "loss" in r] == list(range(1, 15))
     assert checkpoint_steps(workdir)[-1] == 14
+
+
+def test_train_command_on_a_cluster_as_a_submitted_job_runs_it(ray_tmpdir, tiny_scene, tmp_path):
+    """``raynerf train --address auto`` with ``RAY_ADDRESS`` set, as ``ray job submit``
+    runs its entrypoint on the head: the driver attaches to the cluster (no private
+    instance), places one host on each worker node and trains."""
+    import subprocess
+    import sys
+
+    from conftest import TINY, checkpoint_steps
+    from ray.cluster_utils import Cluster
+
+    scene, cache = tiny_scene
+    workdir = tmp_path / "run"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+        sets = [a for kv in (*TINY, f"data.cache_dir={cache}") for a in ("--set", kv)]
+        command = [
+            sys.executable,
+            "-c",
+            "from raynerf.cli import main; main()",
+            "train",
+            "--scene",
+            scene.name,
+        ]
+        command += ["--data-dir", str(scene.parent), "--config", "tiny", "--workdir", str(workdir)]
+        command += ["--address", "auto", "--hosts", "2", "--steps", "4", *sets]
+        address = cluster.address
+        env = dict(os.environ, RAY_ADDRESS=address)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    finally:
+        cluster.shutdown()
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert f"attached to the cluster at auto ({address})" in output
+    assert "host group: 2 x cpu host(s)" in output and "trained" in done.stdout
+    assert checkpoint_steps(workdir)[-1] == 4
