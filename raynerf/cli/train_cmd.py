@@ -52,6 +52,14 @@ from raynerf.cli.options import (
     show_default=True,
     help="Restarts of the host group from the latest checkpoint after a host dies.",
 )
+@click.option(
+    "--stall-warning",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Warn about a host that finishes no logged step for this long "
+    "[default: $RAYNERF_STALL_WARNING_S, else 300].",
+)
 def train(
     scene: str,
     data_dir: str,
@@ -63,6 +71,7 @@ def train(
     devices_per_host: int | None,
     address: str | None,
     max_restarts: int,
+    stall_warning: float | None,
 ) -> None:
     """Train Mip-NeRF 360 on DATA_DIR/SCENE; resumes from the workdir's latest checkpoint.
 
@@ -86,6 +95,7 @@ def train(
             devices_per_host=devices_per_host,
             address=address,
             max_restarts=max_restarts,
+            stall_after_s=stall_warning,
         )
         if outcome.stopped:
             click.echo(

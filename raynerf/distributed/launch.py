@@ -312,6 +312,8 @@ def train_on_hosts(
         raise RaynerfError(f"--max-restarts must be 0 or more, got {max_restarts}")
     if hosts is not None and hosts < 1:
         raise RaynerfError(f"--hosts must be at least 1, got {hosts}")
+    if stall_after_s is not None and not stall_after_s > 0:
+        raise RaynerfError(f"--stall-warning must be a positive number of seconds, got {stall_after_s}")
     started_ray = connect(address, num_cpus=max(os.cpu_count() or 1, hosts or 1))
     try:
         from raynerf.distributed.hosts import detect_platform

@@ -176,3 +176,23 @@ def test_a_tpu_host_is_named_with_its_worker_id_and_address():
         "responded for 11 s: hung, stopped or unreachable"
     ]
     assert silent_note(ages).startswith("; host 1 (TPU worker 0, 10.0.0.3) had stopped responding 11 s")
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (("--stall-warning", "0"), "Error: --stall-warning must be a positive number of seconds, got 0.0"),
+        (("--max-restarts", "-1"), "Error: --max-restarts must be 0 or more, got -1"),
+    ],
+)
+def test_bad_host_group_options_are_one_error_line(tmp_path, option, message):
+    """Checked before Ray or JAX start: one Error line, exit 1."""
+    from click.testing import CliRunner
+    from small_run import small_scene
+
+    from raynerf.cli import main
+
+    scene = small_scene(tmp_path)
+    args = ["train", "--scene", scene.name, "--data-dir", str(scene.parent), "--workdir", str(tmp_path / "w")]
+    result = CliRunner().invoke(main, [*args, "--hosts", "2", *option])
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == message, result.output
