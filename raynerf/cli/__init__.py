@@ -50,6 +50,7 @@ class RaynerfGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         treat_sigterm_as_ctrl_c()
+        sys.excepthook = _drop_late_loop_callbacks
         try:
             return super().invoke(ctx)
         except RaynerfError as exc:
@@ -76,6 +77,26 @@ def _redeliver_swallowed_interrupts(unraisable) -> None:
         threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
         return
     sys.__unraisablehook__(unraisable)
+
+
+def _drop_late_loop_callbacks(exc_type, value, tb) -> None:
+    """``sys.excepthook``, through which tensorstore reports an exception raised in a
+    future's done-callback. When an orbax restore fails (a damaged checkpoint), reads
+    still in flight finish after orbax has closed their asyncio loop, and each callback
+    fails with "Event loop is closed": noise printed as a traceback in the middle of
+    the one-line error (seen under load). Those are dropped; anything else is printed
+    as Python would."""
+    last = tb
+    while last is not None and last.tb_next is not None:
+        last = last.tb_next
+    late = (
+        exc_type is RuntimeError
+        and str(value) == "Event loop is closed"
+        and last is not None
+        and last.tb_frame.f_code.co_name == "_check_closed"
+    )
+    if not late:
+        sys.__excepthook__(exc_type, value, tb)
 
 
 def treat_sigterm_as_ctrl_c() -> None:

@@ -191,3 +191,28 @@ def test_sigkill_during_saves_and_at_random_moments_then_resume_equals_an_uninte
     steps = [r["step"] for r in records]
     assert steps == sorted(set(steps)) and steps[-1] == STEPS
     assert records[-1]["loss"] == pytest.approx(read_metrics(trained)[-1]["loss"], rel=1e-5)
+
+
+def test_late_callbacks_of_an_abandoned_restore_print_nothing(capsys):
+    """What tensorstore reports through ``sys.excepthook`` when a read of a failed
+    restore completes on orbax's closed event loop is dropped, so the one Error line
+    stays alone; any other exception is still printed."""
+    import asyncio
+    import sys
+
+    from raynerf.cli import _drop_late_loop_callbacks
+
+    loop = asyncio.new_event_loop()
+    loop.close()
+    try:
+        loop.call_soon_threadsafe(print)
+    except RuntimeError:
+        late = sys.exc_info()
+    try:
+        raise RuntimeError("Event loop is closed")  # the same words, raised elsewhere
+    except RuntimeError:
+        other = sys.exc_info()
+    _drop_late_loop_callbacks(*late)
+    assert capsys.readouterr().err == ""
+    _drop_late_loop_callbacks(*other)
+    assert "Traceback" in capsys.readouterr().err
