@@ -50,7 +50,6 @@ class RaynerfGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         treat_sigterm_as_ctrl_c()
-        sys.excepthook = _drop_late_loop_callbacks
         try:
             return super().invoke(ctx)
         except RaynerfError as exc:
@@ -72,20 +71,21 @@ def _redeliver_swallowed_interrupts(unraisable) -> None:
     a garbage-collector callback (JAX registers one) cannot propagate, so Python would
     print it as "Exception ignored" and carry on as if never interrupted. Instead, Ctrl-C
     is sent again, shortly, from another thread: its handler then runs in the command's
-    own code. Other unraisable exceptions go to Python's default hook."""
+    own code. The late callbacks of :func:`_is_late_loop_callback` are dropped; other
+    unraisable exceptions go to Python's default hook."""
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
         threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
+        return
+    if _is_late_loop_callback(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback):
         return
     sys.__unraisablehook__(unraisable)
 
 
-def _drop_late_loop_callbacks(exc_type, value, tb) -> None:
-    """``sys.excepthook``, through which tensorstore reports an exception raised in a
-    future's done-callback. When an orbax restore fails (a damaged checkpoint), reads
-    still in flight finish after orbax has closed their asyncio loop, and each callback
-    fails with "Event loop is closed": noise printed as a traceback in the middle of
-    the one-line error (seen under load). Those are dropped; anything else is printed
-    as Python would."""
+def _is_late_loop_callback(exc_type, value, tb) -> bool:
+    """Whether an exception is what tensorstore reports (as unraisable) when a read of
+    a failed orbax restore (a damaged checkpoint) finishes after orbax has closed its
+    asyncio loop: "Event loop is closed", raised in asyncio's ``_check_closed``. Noise,
+    printed as tracebacks around the one-line error (seen under load)."""
     last = tb
     while last is not None and last.tb_next is not None:
         last = last.tb_next
@@ -95,8 +95,7 @@ def _drop_late_loop_callbacks(exc_type, value, tb) -> None:
         and last is not None
         and last.tb_frame.f_code.co_name == "_check_closed"
     )
-    if not late:
-        sys.__excepthook__(exc_type, value, tb)
+    return late
 
 
 def treat_sigterm_as_ctrl_c() -> None:

@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import TINY, checkpoint_steps, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -146,7 +147,6 @@ def test_training_resumes_after_a_node_is_lost_and_replaced(ray_tmpdir, tiny_sce
     VM is preempted) and a replacement node joins: the group restarts on the new node
     from the latest checkpoint, finishes, and ``metrics.jsonl`` records the restart."""
     import ray
-    from conftest import checkpoint_steps, tiny_config
     from ray.cluster_utils import Cluster
 
     from raynerf.distributed.hosts import HostGroupSpec
@@ -202,7 +202,6 @@ def test_train_command_on_a_cluster_as_a_submitted_job_runs_it(ray_tmpdir, tiny_
     import subprocess
     import sys
 
-    from conftest import TINY, checkpoint_steps
     from ray.cluster_utils import Cluster
 
     scene, cache = tiny_scene
