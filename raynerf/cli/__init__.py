@@ -78,6 +78,8 @@ def _redeliver_swallowed_interrupts(unraisable) -> None:
         return
     if _is_late_loop_callback(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback):
         return
+    if _is_abandoned_orbax_read(unraisable.object):
+        return
     sys.__unraisablehook__(unraisable)
 
 
@@ -96,6 +98,14 @@ def _is_late_loop_callback(exc_type, value, tb) -> bool:
         and last.tb_frame.f_code.co_name == "_check_closed"
     )
     return late
+
+
+def _is_abandoned_orbax_read(obj) -> bool:
+    """Whether an unraisable exception belongs to one of orbax's per-array read
+    coroutines left behind when a restore failed on another array (a damaged
+    checkpoint): reported when the coroutine is collected, after the one-line note."""
+    code = getattr(obj, "cr_code", None)
+    return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
 
 
 def treat_sigterm_as_ctrl_c() -> None:

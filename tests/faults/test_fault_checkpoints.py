@@ -201,7 +201,7 @@ def test_late_callbacks_of_an_abandoned_restore_print_nothing(capsys):
     import sys
     import types
 
-    from raynerf.cli import _is_late_loop_callback, _redeliver_swallowed_interrupts
+    from raynerf.cli import _is_abandoned_orbax_read, _is_late_loop_callback, _redeliver_swallowed_interrupts
 
     loop = asyncio.new_event_loop()
     loop.close()
@@ -223,3 +223,11 @@ def test_late_callbacks_of_an_abandoned_restore_print_nothing(capsys):
     assert capsys.readouterr().err == ""
     assert _is_late_loop_callback(*late)
     assert not _is_late_loop_callback(*other)  # handed on to Python's default hook
+
+    # An orbax read coroutine abandoned by the failed restore, collected later.
+    from orbax.checkpoint._src.serialization import serialization
+
+    read = serialization._read_array_index_and_device_put
+    assert not _is_abandoned_orbax_read(None) and not _is_abandoned_orbax_read(print)
+    code = types.SimpleNamespace(co_filename=read.__code__.co_filename)
+    assert _is_abandoned_orbax_read(types.SimpleNamespace(cr_code=code))
