@@ -2,19 +2,18 @@
 written as PNGs.
 
 Every file is written to a temporary name in the same folder and renamed into place,
-so an interrupted write never leaves a damaged file behind (:func:`atomic_path`).
+so an interrupted write never leaves a damaged file behind (:func:`raynerf.storage.atomic_path`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 
 import imageio.v2 as imageio
 import numpy as np
+
+from raynerf.storage import atomic_path
 
 # Percentiles of the distance distribution mapped to the two ends of the colour map.
 DISTANCE_PERCENTILES = (0.5, 99.5)
@@ -123,24 +122,6 @@ def visualize_distance(
         return rgb
     alpha = np.clip(np.nan_to_num(acc), 0.0, 1.0)[..., None]
     return to_uint8(rgb / 255.0 * alpha)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields a temporary path next to ``path`` (same suffix); renames it into place on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # mkstemp makes it private; give it the usual mode
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:

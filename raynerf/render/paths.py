@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from raynerf.errors import RaynerfError
+from raynerf.storage import atomic_path
 
 PATH_JSON_VERSION = 1
 PATH_CONVENTION = "opencv camera-to-world, normalised scene frame"
@@ -256,14 +256,8 @@ def spline_path(
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def save_path_json(path: str | os.PathLike, camtoworlds: np.ndarray, intrinsics: Mapping[str, Any]) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 
-from raynerf.render.images import atomic_path
+from raynerf.storage import atomic_path
 
 # Quality on imageio-ffmpeg's 0..10 scale (8 -> x264 constant rate factor of about 10).
 VIDEO_QUALITY = 8
@@ -40,7 +40,7 @@ def _pad_to_even(frame: np.ndarray) -> np.ndarray:
 
 def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
     """Deletes the temporary files that killed writes of ``path`` left next to it
-    (see :func:`raynerf.render.images.atomic_path`); returns what was removed."""
+    (see :func:`raynerf.storage.atomic_path`); returns what was removed."""
     path = Path(path)
     pattern = f".{glob.escape(path.stem)}.*.partial{glob.escape(path.suffix)}"
     removed = []
