@@ -53,6 +53,7 @@ def test_slice_is_detected_and_gets_one_worker_per_vm(ray_tmpdir, monkeypatch, t
     from ray.train.v2.jax import JaxConfig, JaxTrainer
 
     from raynerf.distributed.hosts import HostGroupSpec, detect_platform, scaling_config
+    from raynerf.distributed.launch import start_monitor
     from raynerf.render.pool import cluster_nodes, plan_workers
 
     # Ray names a slice from GCE metadata on a TPU VM, from TPU_NAME elsewhere (GKE).
@@ -122,6 +123,13 @@ def test_slice_is_detected_and_gets_one_worker_per_vm(ray_tmpdir, monkeypatch, t
 
         probes = [ray.remote(EnvProbe).options(**plan.actor_options(0)).remote() for _ in range(plan.count)]
         rendered_on = ray.get([p.seen.remote() for p in probes], timeout=300)
+
+        # The run's monitor stays on the driver's node, whichever of the three that is (a
+        # soft affinity put it on a random node, the node lost in a CI run of the test below).
+        driver_node = ray.get_runtime_context().get_node_id()
+        monitors = [start_monitor() for _ in range(8)]
+        node_of = lambda actor: ray.get_runtime_context().get_node_id()  # noqa: E731 - pickled by value
+        monitor_nodes = ray.get([m.__ray_call__.remote(node_of) for m in monitors], timeout=120)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -136,6 +144,7 @@ def test_slice_is_detected_and_gets_one_worker_per_vm(ray_tmpdir, monkeypatch, t
     assert all(r["location"].startswith(f"TPU worker {r['worker_id']}, ") for r in by_rank.values())
     # One render worker per VM, each told to run as a one-VM slice of its 4 chips.
     assert plan.count == 2 and sorted(r["node"] for r in rendered_on) == sorted(vms.values())
+    assert monitor_nodes == [driver_node] * 8
     for seen in rendered_on:
         assert seen["TPU_PROCESS_BOUNDS"] == "1,1,1" and seen["TPU_CHIPS_PER_PROCESS_BOUNDS"] == "2,2,1"
         assert seen["TPU_VISIBLE_CHIPS"] == "0,1,2,3" and seen["JAX_PLATFORMS"] == ""
