@@ -50,10 +50,22 @@ from raynerf.cli.options import (
     help="A spline path through these images (repeat, or separate with commas).",
 )
 @click.option(
-    "--path-json",
-    type=click.Path(dir_okay=False, path_type=Path),
+    "--path",
+    "path_file",
+    type=click.Path(path_type=Path),
     default=None,
-    help="Render the camera path in this JSON file (see raynerf.render.paths).",
+    metavar="FILE",
+    help="Render the camera path in FILE: raynerf's path JSON or nerfstudio's camera_path.json "
+    "(see README, Camera paths).",
+)
+@click.option("--path-json", type=click.Path(path_type=Path), default=None, hidden=True)
+@click.option(
+    "--path-transforms",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="nerfstudio's dataparser_transforms.json: map a nerfstudio --path from nerfstudio's frame "
+    "into the scene's [default: the path is in raynerf's normalised scene frame].",
 )
 @click.option(
     "--export-path",
@@ -62,7 +74,10 @@ from raynerf.cli.options import (
     help="Also write the path (poses and intrinsics) to this JSON file.",
 )
 @click.option(
-    "--z-variation", type=float, default=None, help="Ellipse height wave, a fraction of the cameras' spread."
+    "--z-variation",
+    type=float,
+    default=None,
+    help="Height wave of the ellipse or arc path, a fraction of the cameras' spread.",
 )
 @click.option("--z-phase", type=float, default=None, help="Phase of the height wave, radians.")
 @click.option("--address", default=None, help="Ray cluster to use (host:port) [default: start one here].")
@@ -82,7 +97,9 @@ def render(
     resolution: str | None,
     focal: float | None,
     keyframes: tuple[str, ...],
+    path_file: Path | None,
     path_json: Path | None,
+    path_transforms: Path | None,
     export_path: Path | None,
     z_variation: float | None,
     z_phase: float | None,
@@ -93,7 +110,11 @@ def render(
     WORKDIR/render/<scene>_path_renders_step_<step>_{color,acc,distance_mean}.mp4."""
     # The driver only restores parameters; the accelerators are left to the workers.
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from raynerf.errors import RaynerfError
     from raynerf.render.job import RenderRequest, parse_resolution, render_path
+
+    if path_file is not None and path_json is not None and path_file != path_json:
+        raise RaynerfError("give the path file once: --path FILE (--path-json is its old name)")
 
     workdir = default_workdir(workdir, scene)
     config = build_config(config_name, overrides, workdir=workdir)
@@ -107,7 +128,8 @@ def render(
         resolution=parse_resolution(resolution) if resolution is not None else None,
         focal=focal,
         keyframes=tuple(name.strip() for item in keyframes for name in item.split(",") if name.strip()),
-        path_json=path_json,
+        path_json=path_file if path_file is not None else path_json,
+        path_transforms=path_transforms,
         export_path=export_path,
         z_variation=z_variation,
         z_phase=z_phase,

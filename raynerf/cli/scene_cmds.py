@@ -12,6 +12,7 @@ from raynerf.cli.options import scene_dir, scene_options
 from raynerf.config import DataConfig
 from raynerf.data.poses import RECENTRE_MODES, largest_azimuth_gap, orbit_kind
 from raynerf.errors import RaynerfError
+from raynerf.render.paths import default_path_kind
 
 
 @click.command("make-scene")
@@ -128,6 +129,17 @@ def _capture_line(camtoworlds: np.ndarray) -> str:
     return f"capture     {kind}: {meaning} (largest azimuth gap {gap:.0f} degrees)"
 
 
+def _path_line(camtoworlds: np.ndarray, forward_facing: bool) -> str:
+    """Which path ``raynerf render`` draws by default (:func:`raynerf.render.paths.default_path_kind`)."""
+    kind = default_path_kind(camtoworlds, forward_facing)
+    meaning = {
+        "ellipse": "an ellipse around the scene",
+        "arc": "there and back along the cameras' arc",
+        "spiral": "an ellipse among the (parallel) cameras",
+    }[kind]
+    return f"path        {kind}: {meaning} (raynerf render's default)"
+
+
 def _frame_line(recentre: str) -> str:
     """Which origin the normalised frame has (``data.recentre``)."""
     origin = {"focus": "the point the cameras look at", "cameras": "the mean camera centre"}[recentre]
@@ -189,6 +201,7 @@ def info(
         f"  image 0   fx {loaded.cameras[0].fx:.2f}  fy {loaded.cameras[0].fy:.2f}  "
         f"cx {loaded.cameras[0].cx:.2f}  cy {loaded.cameras[0].cy:.2f} (at factor {factor})",
         _capture_line(loaded.camtoworlds),
+        _path_line(loaded.camtoworlds, loaded.forward_facing),
         _frame_line(recentre),
         f"points      {len(loaded.points)}",
         f"normalised  scale {loaded.scale:.4g} per COLMAP unit; cameras {radius.min():.2f} "

@@ -1,8 +1,10 @@
 """A path render from request to videos: camera path, intrinsics, the pool, the mp4 files.
 
-:func:`render_path` builds the camera path (an ellipse, a spline through keyframe
-images, or a path JSON file), loads the latest checkpoint once, renders the frames
-not yet on disk with a :class:`~raynerf.render.pool.RenderPool`, and writes
+:func:`render_path` builds the camera path (the default path: an ellipse around a 360
+capture, an arc or spiral among the views of a capture from one side; a spline through
+keyframe images; or a path file, raynerf's or nerfstudio's), loads the latest
+checkpoint once, renders the frames not yet on disk with a
+:class:`~raynerf.render.pool.RenderPool`, and writes
 ``W/render/<scene>_path_renders_step_<step>_{color,acc,distance_mean}.mp4`` in frame
 order. Frames are kept under ``W/render/frames/<key>/`` while the render runs, where
 ``<key>`` names the scene, the step and a digest of the path, intrinsics and model, so
@@ -47,13 +49,18 @@ class RenderRequest:
     """What to render. ``None`` fields fall back to the config's ``render`` section.
 
     Attributes:
-      frames, fps, z_variation, z_phase: path length, video rate, ellipse height wave.
+      frames, fps, z_variation, z_phase: path length, video rate, height wave of the
+        ellipse and arc paths.
       workers: render workers (None: render.workers; "auto": one per TPU host / GPU / CPU node).
       factor: render at the test camera's resolution for images_<factor>.
       resolution: (width, height) instead of ``factor``; ``focal`` in pixels (default:
         the test camera's horizontal field of view).
       keyframes: image names for a spline path instead of the ellipse.
-      path_json: a path file to render (its own poses and intrinsics).
+      path_json: a path file to render (its own poses and intrinsics): raynerf's path
+        JSON or nerfstudio's camera_path.json (``--path``).
+      path_transforms: nerfstudio's dataparser_transforms.json, to map a nerfstudio path
+        from nerfstudio's frame into the scene's (without it, the path is taken to be in
+        the scene's normalised frame already).
       export_path: write the path (poses and intrinsics) to this JSON file.
       keep_frames: keep ``W/render/frames/<key>/`` after the videos are written.
     """
@@ -66,6 +73,7 @@ class RenderRequest:
     focal: float | None = None
     keyframes: Sequence[str] = ()
     path_json: Path | None = None
+    path_transforms: Path | None = None
     export_path: Path | None = None
     z_variation: float | None = None
     z_phase: float | None = None
@@ -145,6 +153,25 @@ def keyframe_indices(names: Sequence[str], keyframes: Sequence[str]) -> list[int
     return [lookup[name] for name in keyframes]
 
 
+def load_path_file(scene, path_file: Path, transforms_file: Path | None) -> tuple[np.ndarray, dict]:
+    """(camtoworlds [F, 3, 4] in the scene's normalised frame, intrinsics) of a path file;
+    a nerfstudio path goes through ``transforms_file`` (nerfstudio's frame -> the COLMAP
+    world) and the scene's transform (COLMAP world -> normalised) when one is given."""
+    to_scene = None
+    if transforms_file is not None:
+        to_scene = scene.transform @ paths.load_dataparser_transforms(transforms_file)
+    return paths.load_camera_path(path_file, to_scene)
+
+
+def default_path(scene, frames: int, z_variation: float, z_phase: float) -> np.ndarray:
+    """[F, 3, 4] the path rendered without --keyframes or --path: an ellipse around a 360
+    capture; an arc or spiral among the views of a forward-facing one
+    (:func:`raynerf.render.paths.default_path`)."""
+    return paths.default_path(
+        scene.camtoworlds, frames, scene.forward_facing, scene.points, z_variation, z_phase
+    )
+
+
 def build_path(
     scene, request: RenderRequest, frames: int, z_variation: float, z_phase: float
 ) -> tuple[np.ndarray, dict]:
@@ -153,15 +180,17 @@ def build_path(
         raise RaynerfError(f"--frames must be positive, got {frames}")
     if request.path_json is not None:
         if request.keyframes:
-            raise RaynerfError("give --keyframes or --path-json, not both")
+            raise RaynerfError("give --keyframes or --path, not both")
         if request.factor is not None or request.resolution is not None:
             raise RaynerfError(f"{request.path_json} sets the intrinsics; drop --factor / --resolution")
-        return paths.load_path_json(request.path_json)
+        return load_path_file(scene, request.path_json, request.path_transforms)
+    if request.path_transforms is not None:
+        raise RaynerfError("--path-transforms applies to a nerfstudio camera path; give it with --path FILE")
     intrinsics = render_intrinsics(scene, request.factor, request.resolution, request.focal)
     if request.keyframes:
         indices = keyframe_indices(scene.names, request.keyframes)
         return paths.spline_path(scene.camtoworlds, indices, frames), intrinsics
-    return paths.ellipse_path(scene.camtoworlds, frames, z_variation, z_phase), intrinsics
+    return default_path(scene, frames, z_variation, z_phase), intrinsics
 
 
 def intrinsics_vector(intrinsics: dict) -> np.ndarray:

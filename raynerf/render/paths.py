@@ -11,6 +11,13 @@ with their mean up vector, i.e. their mean -y axis). For a normalised 360 captur
 is close to +z, and the camera positions' principal axes within the plane
 perpendicular to it are close to x and y; the ellipse path is built in that frame.
 All math is numpy float64 on the host.
+
+Default paths: :func:`default_path` picks the ellipse around a 360 capture, an arc
+(:func:`arc_path`) or a spiral (:func:`spiral_path`) among the views of a capture from
+one side. Path files: raynerf's own JSON (:func:`save_path_json`, :func:`load_path_json`)
+and nerfstudio's camera_path.json, told apart by :func:`load_camera_path`; nerfstudio's
+dataparser_transforms.json (:func:`load_dataparser_transforms`) maps its frame back to the
+capture's COLMAP world.
 """
 
 from __future__ import annotations
@@ -180,6 +187,204 @@ def ellipse_path(
     return look_at(path, np.broadcast_to(focus, path.shape), up)
 
 
+# --- default paths for captures from one side (Scene.forward_facing) -----------------------
+
+PATH_KINDS = ("ellipse", "arc", "spiral")
+ARC_COVERAGE = 0.9  # the arc path spans this fraction of the cameras' azimuth range
+ARC_MIN_SPREAD_DEGREES = 10.0  # viewing directions closer than this to their mean: a spiral
+SPIRAL_PERCENTILE = 90.0  # spiral radii: this percentile of the cameras' offsets
+SPIRAL_MIN_POINTS = 8  # sparse points in front needed to take the look-at depth from them
+SPIRAL_DEPTH_MULTIPLE = 10.0  # otherwise the look-at depth is this multiple of the radii
+
+
+def level_up(camtoworlds: np.ndarray) -> np.ndarray:
+    """Up for cameras held level, i.e. with horizontal x axes: [N, 3, 4] -> unit [3].
+
+    The direction most nearly perpendicular to every camera's x axis (the smallest
+    principal direction of the x axes), signed to agree with the mean -y axis. For
+    cameras on an arc around a scene it is the arc's axis even where the mean -y axis
+    leans towards the arc's centre. Falls back to :func:`world_up` when the x axes do not
+    span a plane (they are nearly parallel, as in a capture from one spot) or the
+    direction is more than 45 degrees from the mean -y axis.
+    """
+    camtoworlds = _check_poses(camtoworlds)
+    xs = _normalize(camtoworlds[:, :, 0])
+    values, vectors = np.linalg.eigh(xs.T @ xs)
+    normal = vectors[:, 0]
+    mean_up = -camtoworlds[:, :, 1].sum(axis=0)
+    mean_up = mean_up / max(float(np.linalg.norm(mean_up)), 1e-12)
+    agreement = float(normal @ mean_up)
+    if values[1] < 10.0 * values[0] or values[1] < 1e-4 * len(xs) or abs(agreement) < np.cos(np.pi / 4):
+        return world_up(camtoworlds)
+    return normal * np.sign(agreement)
+
+
+def viewing_spread_degrees(camtoworlds: np.ndarray) -> float:
+    """The largest angle, in degrees, between a camera's viewing direction (z axis) and
+    the cameras' mean viewing direction: [N, 3, 4] -> float."""
+    camtoworlds = _check_poses(camtoworlds)
+    axes = _normalize(camtoworlds[:, :, 2])
+    mean = axes.sum(axis=0)
+    if np.linalg.norm(mean) < 1e-9:
+        return 180.0
+    cosines = np.clip(axes @ _normalize(mean), -1.0, 1.0)
+    return float(np.degrees(np.arccos(cosines.min())))
+
+
+def forward_facing_kind(camtoworlds: np.ndarray) -> str:
+    """Which path suits cameras facing the scene from one side: ``"arc"`` or ``"spiral"``.
+
+    An arc when the viewing directions spread by at least
+    :data:`ARC_MIN_SPREAD_DEGREES` and converge on a focus point in front of every
+    camera (cameras on an arc around an object); a spiral when they are (nearly)
+    parallel, as in an LLFF-style capture.
+    """
+    camtoworlds = _check_poses(camtoworlds)
+    if len(camtoworlds) < 3 or viewing_spread_degrees(camtoworlds) < ARC_MIN_SPREAD_DEGREES:
+        return "spiral"
+    try:
+        focus = focus_point(camtoworlds)
+    except RaynerfError:
+        return "spiral"
+    depths = np.einsum("ni,ni->n", focus - camtoworlds[:, :, 3], camtoworlds[:, :, 2])
+    return "arc" if depths.min() > 0 else "spiral"
+
+
+def default_path_kind(camtoworlds: np.ndarray, forward_facing: bool) -> str:
+    """The default path's kind (one of :data:`PATH_KINDS`): for a capture from one side
+    (``forward_facing``, see ``Scene.forward_facing``) :func:`forward_facing_kind`; else
+    the ellipse, unless the viewing directions are (nearly) parallel, which no capture
+    around a scene has (exactly parallel axes give no focus point to place a capture by):
+    then the spiral."""
+    if forward_facing:
+        return forward_facing_kind(camtoworlds)
+    if viewing_spread_degrees(camtoworlds) < ARC_MIN_SPREAD_DEGREES:
+        return "spiral"
+    return "ellipse"
+
+
+def _azimuth_range(azimuths: np.ndarray) -> tuple[float, float]:
+    """(lo, hi) radians, hi - lo < 2 pi: the smallest interval covering ``azimuths`` [N]
+    (radians) on the circle, i.e. the circle minus its largest gap between neighbours."""
+    ordered = np.sort(np.mod(azimuths, 2.0 * np.pi))
+    gaps = np.diff(np.concatenate([ordered, ordered[:1] + 2.0 * np.pi]))
+    start = ordered[(int(np.argmax(gaps)) + 1) % len(ordered)]
+    return float(start), float(start + np.mod(ordered - start, 2.0 * np.pi).max())
+
+
+def arc_path(
+    camtoworlds: np.ndarray, n_frames: int, z_variation: float = 0.0, z_phase: float = 0.0
+) -> np.ndarray:
+    """There and back along the arc the cameras were on, every frame looking at their focus.
+
+    Around the axis through the focus point (:func:`focus_point`) along the up direction
+    (:func:`level_up`), the path keeps the cameras' mean distance from the axis and their
+    mean height, and sweeps the central :data:`ARC_COVERAGE` of their azimuth range: it
+    starts in the middle, goes to one end, back to the other and returns, easing at the
+    ends (the azimuth is a sine of the frame index), so the video loops seamlessly.
+    ``z_variation`` and ``z_phase`` add a height wave as in :func:`ellipse_path`.
+
+    Args:
+      camtoworlds: [N, 3, 4] input cameras (N >= 2) whose optical axes converge.
+      n_frames: number of frames.
+    Returns:
+      [n_frames, 3, 4]; the first frame is not repeated at the end.
+    """
+    camtoworlds = _check_poses(camtoworlds, minimum=2)
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be positive, got {n_frames}")
+    up = level_up(camtoworlds)
+    focus = focus_point(camtoworlds)
+    offsets = camtoworlds[:, :, 3] - focus
+    heights = offsets @ up
+    flat = offsets - heights[:, None] * up
+    e1, e2 = _plane_axes(offsets, up)
+    lo, hi = _azimuth_range(np.arctan2(flat @ e2, flat @ e1))
+    radius = float(np.linalg.norm(flat, axis=1).mean())
+
+    # An eighth of a frame's offset keeps the turning points off the midpoint between two
+    # frames, where two frames in a row would be the same (for any n_frames).
+    theta = 2.0 * np.pi * (np.arange(n_frames) + 0.125) / n_frames
+    azimuth = 0.5 * (lo + hi) + 0.5 * ARC_COVERAGE * (hi - lo) * np.sin(theta)
+    spread = min(heights.max() - heights.mean(), heights.mean() - heights.min())
+    height = heights.mean() + z_variation * spread * np.sin(theta + z_phase)
+    path = (
+        focus
+        + radius * (np.cos(azimuth)[:, None] * e1 + np.sin(azimuth)[:, None] * e2)
+        + height[:, None] * up
+    )
+    return look_at(path, np.broadcast_to(focus, path.shape), up)
+
+
+def _look_depth(points: np.ndarray | None, centre: np.ndarray, forward: np.ndarray, radius: float) -> float:
+    """How far ahead of ``centre`` [3] along ``forward`` [3] the spiral's cameras look: the
+    median depth of the sparse ``points`` [P, 3] in front, else a multiple of ``radius``."""
+    if points is not None and len(points):
+        depths = (np.asarray(points, np.float64) - centre) @ forward
+        ahead = depths[depths > 0]
+        if len(ahead) >= SPIRAL_MIN_POINTS:
+            return float(np.median(ahead))
+    return SPIRAL_DEPTH_MULTIPLE * radius if radius > 0 else 1.0
+
+
+def spiral_path(camtoworlds: np.ndarray, n_frames: int, points: np.ndarray | None = None) -> np.ndarray:
+    """An ellipse among (nearly) parallel cameras, all frames looking at one point ahead.
+
+    The ellipse is centred on the mean camera centre, in the plane spanned by the mean
+    camera's x axis and up direction (the mean -y axis made perpendicular to the mean
+    viewing direction); its semi-axes are the :data:`SPIRAL_PERCENTILE`-th percentile of
+    the cameras' distances from the centre along those two axes. Every frame looks at
+    the point straight ahead of the centre at the median depth of the scene's sparse
+    ``points`` in front of it (or :data:`SPIRAL_DEPTH_MULTIPLE` times the larger
+    semi-axis without points), rolled to keep the mean up direction.
+
+    Args:
+      camtoworlds: [N, 3, 4] input cameras.
+      n_frames: number of frames (once round, the first not repeated at the end).
+      points: [P, 3] the scene's sparse points in the same frame, or None.
+    Returns:
+      [n_frames, 3, 4].
+    """
+    camtoworlds = _check_poses(camtoworlds)
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be positive, got {n_frames}")
+    forward = camtoworlds[:, :, 2].sum(axis=0)
+    up = -camtoworlds[:, :, 1].sum(axis=0)
+    if np.linalg.norm(forward) < 1e-9 or np.linalg.norm(np.cross(forward, up)) < 1e-9:
+        raise RaynerfError("the cameras' mean viewing direction or up vector is undefined; give a path file")
+    forward = _normalize(forward)
+    up = _normalize(up - (up @ forward) * forward)
+    right = np.cross(forward, up)
+    centre = camtoworlds[:, :, 3].mean(axis=0)
+    offsets = camtoworlds[:, :, 3] - centre
+    semi_right, semi_up = np.percentile(
+        np.abs(offsets @ np.stack([right, up], axis=1)), SPIRAL_PERCENTILE, axis=0
+    )
+    target = centre + _look_depth(points, centre, forward, max(semi_right, semi_up)) * forward
+
+    theta = np.linspace(0.0, 2.0 * np.pi, n_frames, endpoint=False)
+    path = centre + semi_right * np.cos(theta)[:, None] * right + semi_up * np.sin(theta)[:, None] * up
+    return look_at(path, np.broadcast_to(target, path.shape), up)
+
+
+def default_path(
+    camtoworlds: np.ndarray,
+    n_frames: int,
+    forward_facing: bool,
+    points: np.ndarray | None = None,
+    z_variation: float = 0.0,
+    z_phase: float = 0.0,
+) -> np.ndarray:
+    """The path rendered when none is asked for, of :func:`default_path_kind`:
+    [N, 3, 4] cameras (and [P, 3] sparse points, for the spiral) -> [n_frames, 3, 4]."""
+    kind = default_path_kind(camtoworlds, forward_facing)
+    if kind == "ellipse":
+        return ellipse_path(camtoworlds, n_frames, z_variation, z_phase)
+    if kind == "arc":
+        return arc_path(camtoworlds, n_frames, z_variation, z_phase)
+    return spiral_path(camtoworlds, n_frames, points)
+
+
 def catmull_rom(points: np.ndarray, u: np.ndarray, closed: bool) -> np.ndarray:
     """A uniform Catmull-Rom spline through ``points`` evaluated at parameters ``u``.
 
@@ -306,6 +511,14 @@ def _validate_intrinsics(raw: Any, where: str) -> dict[str, Any]:
     return out
 
 
+def _check_rotation(rotation: np.ndarray, where: str, mirror_hint: str) -> None:
+    """Raises unless ``rotation`` [3, 3] is orthonormal with determinant +1."""
+    if not np.allclose(rotation.T @ rotation, np.eye(3), atol=_ROTATION_TOLERANCE):
+        raise RaynerfError(f"{where}: the rotation part is not orthonormal (scaled or sheared)")
+    if np.linalg.det(rotation) < 0:
+        raise RaynerfError(f"{where}: the rotation has determinant -1 (a mirror); {mirror_hint}")
+
+
 def _validate_pose(raw: Any, where: str) -> np.ndarray:
     try:
         pose = np.asarray(raw, dtype=np.float64)
@@ -317,38 +530,30 @@ def _validate_pose(raw: Any, where: str) -> np.ndarray:
         raise RaynerfError(f"{where}: 'camtoworld' must be 3 rows of 4 numbers, got shape {pose.shape}")
     if not np.all(np.isfinite(pose)):
         raise RaynerfError(f"{where}: 'camtoworld' holds non-finite values")
-    rotation = pose[:, :3]
-    if not np.allclose(rotation.T @ rotation, np.eye(3), atol=_ROTATION_TOLERANCE):
-        raise RaynerfError(
-            f"{where}: the rotation part of 'camtoworld' is not orthonormal (scaled or sheared)"
-        )
-    if np.linalg.det(rotation) < 0:
-        raise RaynerfError(
-            f"{where}: the rotation has determinant -1 (a mirror); "
-            "the camera axes must be OpenCV's x right, y down, z forward"
-        )
+    _check_rotation(
+        pose[:, :3], f"{where}: 'camtoworld'", "the camera axes must be OpenCV's x right, y down, z forward"
+    )
     return pose
 
 
-def load_path_json(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
-    """Reads a camera path written by :func:`save_path_json` (or by hand).
-
-    Returns:
-      (camtoworlds [N, 3, 4] float64, intrinsics dict with width, height, fx, fy, cx, cy).
-    Raises:
-      RaynerfError naming the file and what is wrong with it.
-    """
-    path = Path(path)
+def _read_json(path: Path, what: str) -> Any:
+    """The parsed JSON document in ``path``; every failure is a RaynerfError naming it."""
     try:
-        document = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
-        raise RaynerfError(f"{path}: path file not found") from None
+        raise RaynerfError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise RaynerfError(f"{path}: is a folder, not a {what}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise RaynerfError(f"{path}: cannot read the path file ({exc})") from None
+        raise RaynerfError(f"{path}: cannot read the {what} ({exc})") from None
     except json.JSONDecodeError as exc:
         raise RaynerfError(
             f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
+
+
+def _raynerf_path(document: Any, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """Poses [N, 3, 4] and intrinsics of a parsed raynerf v1 path document."""
     if not isinstance(document, dict):
         raise RaynerfError(
             f"{path}: expected a JSON object with 'version', 'convention', 'intrinsics', 'frames'"
@@ -373,3 +578,230 @@ def load_path_json(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]
             raise RaynerfError(f"{path}: frame {i} has no 'camtoworld'")
         poses.append(_validate_pose(frame["camtoworld"], f"{path}: frame {i}"))
     return np.stack(poses), intrinsics
+
+
+def load_path_json(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    """Reads a camera path written by :func:`save_path_json` (or by hand).
+
+    Returns:
+      (camtoworlds [N, 3, 4] float64, intrinsics dict with width, height, fx, fy, cx, cy).
+    Raises:
+      RaynerfError naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    return _raynerf_path(_read_json(path, "path file"), path)
+
+
+# --- nerfstudio's camera_path.json --------------------------------------------------------
+#
+# What nerfstudio's viewer writes (and `ns-render camera-path` reads): an object with
+# "render_width", "render_height" (pixels), "camera_type" ("perspective" when absent),
+# "fps", "seconds" and "camera_path", a list of frames, each with "camera_to_world" (the
+# 16 entries of a 4x4 camera-to-world matrix, row by row, camera axes as in OpenGL:
+# x right, y up, z pointing backwards, away from what the camera sees), "fov" (the
+# vertical field of view in degrees; focal length in pixels = H / 2 / tan(fov / 2), the
+# same for x and y, principal point at the image centre) and "aspect" (W / H). Poses are
+# in the frame of nerfstudio's dataparser output (see :func:`load_dataparser_transforms`).
+
+# Camera axes: OpenGL (x right, y up, z backwards) <-> OpenCV (x right, y down, z forward).
+OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
+_FOV_TOLERANCE = 1e-3  # degrees: a path's frames must share one field of view
+
+
+def opengl_to_opencv(camtoworlds: np.ndarray) -> np.ndarray:
+    """Flips the camera y and z axes: [N, 3, 4] OpenGL-axes poses -> OpenCV axes (and back)."""
+    out = np.array(camtoworlds, np.float64)
+    out[:, :, :3] = out[:, :, :3] @ OPENGL_TO_OPENCV
+    return out
+
+
+def focal_from_fov(fov_degrees: float, height: int) -> float:
+    """Focal length in pixels of a pinhole camera with vertical field of view ``fov_degrees``
+    over ``height`` pixels."""
+    return 0.5 * height / np.tan(np.radians(fov_degrees) / 2.0)
+
+
+def is_nerfstudio_path(document: Any) -> bool:
+    """Whether a parsed JSON document looks like nerfstudio's camera_path.json."""
+    return isinstance(document, dict) and "camera_path" in document
+
+
+def _positive_int(document: dict, key: str, where: str) -> int:
+    value = document.get(key)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not np.isfinite(value)
+        or int(value) != value
+        or value < 1
+    ):
+        raise RaynerfError(f"{where}: '{key}' must be a positive whole number of pixels, got {value!r}")
+    return int(value)
+
+
+def _nerfstudio_matrix(raw: Any, where: str) -> np.ndarray:
+    """A 'camera_to_world' entry (16 numbers, row by row, or 4 rows of 4) -> [3, 4]."""
+    expected = f"{where}: 'camera_to_world' must be 16 numbers (a 4x4 matrix, row by row)"
+    try:
+        matrix = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RaynerfError(expected) from None
+    if matrix.shape not in ((16,), (4, 4)):
+        raise RaynerfError(f"{expected}, got shape {matrix.shape}")
+    matrix = matrix.reshape(4, 4)
+    if not np.all(np.isfinite(matrix)):
+        raise RaynerfError(f"{where}: 'camera_to_world' holds non-finite values")
+    if not np.allclose(matrix[3], [0.0, 0.0, 0.0, 1.0], atol=_ROTATION_TOLERANCE):
+        raise RaynerfError(
+            f"{where}: the last row of 'camera_to_world' is {matrix[3].tolist()}, not [0, 0, 0, 1] "
+            "(the 16 numbers must be a camera-to-world matrix written row by row)"
+        )
+    _check_rotation(
+        matrix[:3, :3],
+        f"{where}: 'camera_to_world'",
+        "nerfstudio's camera axes are x right, y up, z backwards",
+    )
+    return matrix[:3]
+
+
+def _nerfstudio_fov(raw: Any, where: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0.0 < raw < 180.0:
+        raise RaynerfError(
+            f"{where}: 'fov' must be the vertical field of view in degrees (0 to 180), got {raw!r}"
+        )
+    return float(raw)
+
+
+def parse_nerfstudio_path(document: Any, where: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """A parsed nerfstudio camera_path.json -> poses as written and pinhole intrinsics.
+
+    Returns:
+      (camtoworlds [N, 3, 4] in nerfstudio's frame with OpenCV camera axes,
+      intrinsics {width, height, fx, fy, cx, cy}).
+    Raises:
+      RaynerfError (prefixed with ``where``) for anything raynerf cannot render as given:
+      a missing key, a camera type other than perspective, a pose that is not a rigid
+      motion, or a field of view that changes along the path.
+    """
+    if not is_nerfstudio_path(document):
+        raise RaynerfError(f"{where}: a nerfstudio camera path needs a 'camera_path' list")
+    camera_type = document.get("camera_type", "perspective")
+    if not isinstance(camera_type, str) or camera_type.lower() != "perspective":
+        raise RaynerfError(
+            f"{where}: camera_type {camera_type!r} is not supported; raynerf renders perspective cameras only"
+        )
+    width = _positive_int(document, "render_width", where)
+    height = _positive_int(document, "render_height", where)
+    frames = document["camera_path"]
+    if not isinstance(frames, list) or not frames:
+        raise RaynerfError(f"{where}: 'camera_path' must be a non-empty list of frames")
+    poses, fovs = [], []
+    for i, frame in enumerate(frames):
+        here = f"{where}: camera_path[{i}]"
+        if not isinstance(frame, dict):
+            raise RaynerfError(f"{here} is not an object with 'camera_to_world' and 'fov'")
+        for key in ("camera_to_world", "fov"):
+            if key not in frame:
+                raise RaynerfError(f"{here} has no '{key}'")
+        poses.append(_nerfstudio_matrix(frame["camera_to_world"], here))
+        fovs.append(_nerfstudio_fov(frame["fov"], here))
+    if max(fovs) - min(fovs) > _FOV_TOLERANCE:
+        raise RaynerfError(
+            f"{where}: the field of view changes along the path ({min(fovs):g} to {max(fovs):g} degrees); "
+            "raynerf renders a path with one focal length, so give every frame the same 'fov'"
+        )
+    focal = focal_from_fov(float(np.mean(fovs)), height)
+    intrinsics = {
+        "width": width,
+        "height": height,
+        "fx": focal,
+        "fy": focal,
+        "cx": width / 2,
+        "cy": height / 2,
+    }
+    return opengl_to_opencv(np.stack(poses)), intrinsics
+
+
+def transform_camtoworlds(transform: np.ndarray, camtoworlds: np.ndarray) -> np.ndarray:
+    """Moves cameras [N, 3, 4] by a similarity [4, 4] (``x -> s R x + t``, s > 0): centres
+    move as points, camera axes turn by R (so they stay orthonormal)."""
+    scale = float(np.cbrt(np.linalg.det(transform[:3, :3])))
+    rotation = transform[:3, :3] / scale
+    out = np.empty(camtoworlds.shape, np.float64)
+    out[:, :, :3] = rotation @ camtoworlds[:, :, :3]
+    out[:, :, 3] = scale * camtoworlds[:, :, 3] @ rotation.T + transform[:3, 3]
+    return out
+
+
+def load_dataparser_transforms(path: str | os.PathLike) -> np.ndarray:
+    """Reads nerfstudio's dataparser_transforms.json and returns the map back out of its frame.
+
+    The file holds ``transform`` (3x4 ``[R | t]``) and ``scale`` (s): nerfstudio's
+    dataparser moved a point x of the capture's original (COLMAP) world frame to
+    ``s * (R x + t)``, where the rotation R includes the axis change nerfstudio applied to
+    COLMAP's world when it read or converted the reconstruction.
+
+    Returns:
+      [4, 4] the similarity from nerfstudio's frame to the COLMAP world frame:
+      ``y -> R^T (y / s - t)``.
+    """
+    path = Path(path)
+    document = _read_json(path, "dataparser transforms file")
+    if not isinstance(document, dict) or "transform" not in document or "scale" not in document:
+        raise RaynerfError(
+            f"{path}: expected nerfstudio's dataparser_transforms.json, an object with "
+            "'transform' (3x4) and 'scale'"
+        )
+    try:
+        matrix = np.asarray(document["transform"], dtype=np.float64)
+    except (TypeError, ValueError):
+        matrix = np.zeros(0)
+    if matrix.shape == (4, 4) and np.allclose(matrix[3], [0, 0, 0, 1]):
+        matrix = matrix[:3]
+    if matrix.shape != (3, 4) or not np.all(np.isfinite(matrix)):
+        raise RaynerfError(f"{path}: 'transform' must be 3 rows of 4 finite numbers")
+    rotation, translation = matrix[:, :3], matrix[:, 3]
+    _check_rotation(rotation, f"{path}: 'transform'", "expected a rotation")
+    scale = document["scale"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale <= 0:
+        raise RaynerfError(f"{path}: 'scale' must be a positive number, got {scale!r}")
+    back = np.eye(4)
+    back[:3, :3] = rotation.T / scale
+    back[:3, 3] = -rotation.T @ translation
+    return back
+
+
+def load_camera_path(
+    path: str | os.PathLike, nerfstudio_to_scene: np.ndarray | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Reads a camera path file in raynerf's format (v1) or nerfstudio's camera_path.json.
+
+    The format is told by its keys: nerfstudio's has ``camera_path``, raynerf's
+    ``version`` and ``frames``. raynerf's poses are in the normalised scene frame as
+    written. nerfstudio's poses are taken to be in the normalised scene frame too, unless
+    ``nerfstudio_to_scene`` ([4, 4] similarity, e.g. the scene's ``transform`` times
+    :func:`load_dataparser_transforms`) maps them there.
+
+    Returns:
+      (camtoworlds [N, 3, 4] float64 with OpenCV camera axes, intrinsics dict).
+    Raises:
+      RaynerfError naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    document = _read_json(path, "path file")
+    if is_nerfstudio_path(document):
+        camtoworlds, intrinsics = parse_nerfstudio_path(document, str(path))
+        if nerfstudio_to_scene is not None:
+            camtoworlds = transform_camtoworlds(nerfstudio_to_scene, camtoworlds)
+        return camtoworlds, intrinsics
+    if isinstance(document, dict) and ("version" in document or "frames" in document):
+        if nerfstudio_to_scene is not None:
+            raise RaynerfError(
+                f"{path}: a raynerf path file is already in the scene's frame; "
+                "--path-transforms applies to nerfstudio camera paths only"
+            )
+        return _raynerf_path(document, path)
+    raise RaynerfError(
+        f"{path}: not a camera path raynerf knows: expected raynerf's path JSON ('version', 'frames') "
+        "or nerfstudio's camera_path.json ('camera_path', 'render_width', 'render_height')"
+    )

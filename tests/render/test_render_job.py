@@ -1,5 +1,6 @@
-"""Render set-up without Ray workers: worker plans, chunk sizes, intrinsics, keyframes, and
-the CLI's one-line errors for bad input."""
+"""Render set-up without Ray workers: worker plans, chunk sizes, intrinsics, keyframes, the
+default paths, path files (raynerf's and nerfstudio's), and the CLI's one-line errors for
+bad input."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from scipy.spatial.transform import Rotation
 
 from raynerf.cli import main
 from raynerf.data.scene import load_scene
-from raynerf.data.synthetic import make_scene
+from raynerf.data.synthetic import LOOK_AT, make_scene, ring_cameras
 from raynerf.errors import RaynerfError
+from raynerf.render import paths
 from raynerf.render.job import RenderRequest, build_path, parse_resolution, render_intrinsics
 from raynerf.render.pool import plan_workers
 
@@ -166,3 +169,116 @@ def test_cli_bad_options(scene_path, tmp_path):
     assert "orthonormal" in error_line(invoke(*common, "--path-json", bad))
     assert "--frames" in error_line(invoke(*common, "--frames", "0"))
     assert "not both" in error_line(invoke(*common, "--factor", "2", "--resolution", "8x6"))
+
+
+# --- the default path of a capture from one side, and nerfstudio camera paths ---------------
+
+
+@pytest.fixture(scope="module")
+def arc_scene(tmp_path_factory):
+    path = make_scene(
+        tmp_path_factory.mktemp("data") / "arc", num_images=8, width=64, height=48, arc_degrees=150
+    )
+    return load_scene(path, 4)
+
+
+def test_full_ring_gets_the_ellipse(scene):
+    assert not scene.forward_facing
+    poses, _ = build_path(scene, RenderRequest(), 12, 0.0, 0.0)
+    np.testing.assert_allclose(poses, paths.ellipse_path(scene.camtoworlds, 12), atol=1e-12)
+
+
+def test_arc_capture_gets_an_arc_among_its_views(arc_scene):
+    assert arc_scene.forward_facing
+    poses, intrinsics = build_path(arc_scene, RenderRequest(), 20, 0.0, 0.0)
+    assert poses.shape == (20, 3, 4) and intrinsics["width"] == 16
+    # Back in the capture's own (COLMAP) world: azimuths inside the cameras' 150 degrees.
+    back = np.linalg.inv(arc_scene.transform)
+    centres = poses[:, :, 3] @ back[:3, :3].T + back[:3, 3]
+    cameras = ring_cameras(8, 0, 150.0)[:, :, 3]
+
+    def azimuth(points):
+        return np.degrees(np.arctan2(points[:, 1] - LOOK_AT[1], points[:, 0] - LOOK_AT[0]))
+
+    assert azimuth(cameras).min() < azimuth(centres).min() and azimuth(centres).max() < azimuth(cameras).max()
+    # Every frame looks at the point the cameras look at.
+    focus = arc_scene.transform[:3, :3] @ LOOK_AT + arc_scene.transform[:3, 3]
+    offset = focus - poses[:, :, 3]
+    along = np.einsum("ni,ni->n", offset, poses[:, :, 2])
+    assert along.min() > 0
+    np.testing.assert_allclose(np.linalg.norm(offset, axis=1), along, rtol=1e-5)
+
+
+def _nerfstudio_pose(colmap_c2w, orient, scale):
+    """A COLMAP camera-to-world (OpenCV axes, [3, 4]) taken through nerfstudio's chain into
+    its dataparser frame (camera axes to OpenGL; world axes (x, y, z) -> (x, z, -y); then the
+    dataparser's [3, 4] ``orient`` and ``scale``), flattened as in camera_path.json."""
+    c2w = np.vstack([colmap_c2w, [0, 0, 0, 1]])
+    c2w[:3, 1:3] *= -1
+    c2w = c2w[[0, 2, 1, 3]]
+    c2w[2] *= -1
+    pose = np.vstack([orient, [0, 0, 0, 1]]) @ c2w
+    pose[:3, 3] *= scale
+    return pose.ravel().tolist()
+
+
+def test_nerfstudio_path_with_dataparser_transforms_lands_on_the_scene_cameras(scene, tmp_path):
+    colmap = ring_cameras(8, 0)  # what make_scene wrote as the COLMAP model
+    orient = np.concatenate([Rotation.from_rotvec([0.1, -0.4, 0.3]).as_matrix(), [[0.2], [0.1], [-0.5]]], 1)
+    scale = 0.21
+    # nerfstudio's transform folds its world axis change into the orientation.
+    axes = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])
+    transform = np.concatenate([orient[:, :3] @ axes, orient[:, 3:]], 1)
+    (tmp_path / "dataparser_transforms.json").write_text(
+        json.dumps({"transform": transform.tolist(), "scale": scale})
+    )
+    frames = [{"camera_to_world": _nerfstudio_pose(c, orient, scale), "fov": 40.0} for c in colmap[:3]]
+    (tmp_path / "camera_path.json").write_text(
+        json.dumps({"render_width": 20, "render_height": 10, "camera_path": frames})
+    )
+    request = RenderRequest(
+        path_json=tmp_path / "camera_path.json", path_transforms=tmp_path / "dataparser_transforms.json"
+    )
+    poses, intrinsics = build_path(scene, request, 50, 0.0, 0.0)
+    np.testing.assert_allclose(poses, scene.camtoworlds[:3], atol=1e-5)
+    assert (intrinsics["width"], intrinsics["height"], intrinsics["cx"]) == (20, 10, 10.0)
+    assert intrinsics["fy"] == pytest.approx(5 / np.tan(np.radians(20)))
+    # Without the transforms the poses are taken as they are, in the scene's frame.
+    poses, _ = build_path(scene, RenderRequest(path_json=tmp_path / "camera_path.json"), 50, 0.0, 0.0)
+    assert not np.allclose(poses, scene.camtoworlds[:3], atol=1e-2)
+
+
+def test_cli_path_file_errors(scene_path, tmp_path):
+    common = (
+        "--scene",
+        scene_path.name,
+        "--data-dir",
+        scene_path.parent,
+        "--workdir",
+        tmp_path,
+        "--config",
+        "tiny",
+        "--set",
+        "data.factor=4",
+    )
+    fisheye = tmp_path / "camera_path.json"
+    fisheye.write_text(
+        json.dumps(
+            {
+                "camera_type": "fisheye",
+                "render_width": 8,
+                "render_height": 6,
+                "camera_path": [{"camera_to_world": np.eye(4).ravel().tolist(), "fov": 50}],
+            }
+        )
+    )
+    for option in ("--path", "--path-json"):
+        line = error_line(invoke(*common, option, fisheye))
+        assert str(fisheye) in line and "perspective" in line
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"keyframes": []}))
+    assert "not a camera path" in error_line(invoke(*common, "--path", unknown))
+    assert "--path FILE" in error_line(invoke(*common, "--path-transforms", unknown))
+    assert "once" in error_line(invoke(*common, "--path", fisheye, "--path-json", unknown))
+    help_text = CliRunner().invoke(main, ["render", "--help"]).output
+    assert "--path FILE" in help_text and "--path-transforms" in help_text and "--path-json" not in help_text
