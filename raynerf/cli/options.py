@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -122,3 +123,47 @@ def writable_dir(folder: Path, what: str) -> Path:
             "another folder"
         ) from None
     return folder
+
+
+def run_scene(workdir: Path) -> Path:
+    """The scene folder a run was trained on, as its ``run.json`` records it, for the
+    commands that default to the run's own scene (``view``, ``export``)."""
+    run_file = Path(workdir) / "run.json"
+    try:
+        recorded = json.loads(run_file.read_text())
+    except FileNotFoundError:
+        raise RaynerfError(
+            f"{run_file} does not exist: {storage.shown(Path(workdir))} holds no trained run "
+            "(train first, or pass --scene and --data-dir)"
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RaynerfError(f"{run_file} is unreadable ({exc}); pass --scene and --data-dir") from None
+    path = Path(str(recorded.get("scene_path", "")))
+    if not recorded.get("scene_path") or not path.is_dir():
+        raise RaynerfError(
+            f"the run's scene folder {path} is not on this machine; pass --scene and --data-dir"
+        )
+    return path
+
+
+def run_options(func):
+    """``--workdir`` plus optional ``--scene`` / ``--data-dir`` (default: the run's own
+    scene, from its ``run.json``); see :func:`resolve_run`."""
+    func = click.option(
+        "--data-dir",
+        default="nerf_data",
+        show_default=True,
+        help="With --scene: the folder holding the scene folders, or gs://BUCKET/PATH.",
+    )(func)
+    func = click.option("--scene", default=None, help="Scene name [default: the run's own scene].")(func)
+    return workdir_option("The training run's folder [default: runs/<scene>].")(func)
+
+
+def resolve_run(workdir: str | None, scene: str | None, data_dir: str) -> tuple[Path, Path]:
+    """(local workdir, scene folder) from ``--workdir`` / ``--scene`` / ``--data-dir``."""
+    if workdir is None and scene is None:
+        raise RaynerfError("give --workdir (a training run's folder) or --scene")
+    local = default_workdir(workdir, scene or "")
+    if scene is None:
+        return local, run_scene(local)
+    return local, scene_dir(data_dir, scene)

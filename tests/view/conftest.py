@@ -1,0 +1,22 @@
+"""A small run of the built-in scene for the viewer's tests."""
+
+from __future__ import annotations
+
+import pytest
+from small_run import small_config, small_scene
+
+from raynerf.training.loop import train
+
+# The viewed run stops here (of the tests' shared STEPS-step schedule), so that a test
+# can resume it and watch the viewer follow.
+VIEWED_STEP = 4
+
+
+@pytest.fixture(scope="module")
+def viewed_run(tmp_path_factory):
+    """(config, scene folder, workdir) of the small scene trained for VIEWED_STEP steps."""
+    root = tmp_path_factory.mktemp("viewed")
+    scene = small_scene(root)
+    config = small_config(root / "cache", "train.checkpoint_every=4")
+    train(config, scene, root / "run", show_progress=False, should_stop=lambda step: step >= VIEWED_STEP)
+    return config, scene, root / "run"
