@@ -48,7 +48,7 @@ FOLLOW_SECONDS = 10.0
 THUMBNAIL_WIDTH = 96
 # Frustum size, and how far behind a camera a new tab starts, as fractions of the spread
 # of the camera centres (:func:`camera_spread`).
-FRUSTUM_SCALE, START_BACK = 0.03, 0.3
+FRUSTUM_SCALE, START_BACK = 0.02, 0.5
 TRAIN_COLOUR, TEST_COLOUR, KEYFRAME_COLOUR = (40, 90, 200), (200, 60, 60), (240, 150, 20)
 
 # ``newest(step)``: the trained parameters of a checkpoint newer than ``step``, as
@@ -318,6 +318,8 @@ class Viewer:
                 fov=vertical_fov(camera.height, camera.fy),
                 aspect=camera.width / camera.height,
                 scale=scale,
+                thickness=1.5,
+                thickness_units="screen",
                 color=TEST_COLOUR if i in test else TRAIN_COLOUR,
                 image=_thumbnail(self.scene, i),
                 format="jpeg",
@@ -348,7 +350,9 @@ class Viewer:
                 f"/path/keyframe_{k:03d}",
                 fov=key.fov,
                 aspect=self.path_size[0] / self.path_size[1],
-                scale=0.08,
+                scale=2 * FRUSTUM_SCALE * camera_spread(self.scene.camtoworlds),
+                thickness=2.0,
+                thickness_units="screen",
                 color=KEYFRAME_COLOUR,
                 wxyz=wxyz,
                 position=position,
@@ -358,7 +362,12 @@ class Viewer:
             loop = bool(self.path_loop.value) and len(keyframes) >= 3
             path, _ = path_from_keyframes(keyframes, 20 * len(keyframes), self.path_size, loop)
             handle = scene.add_spline_catmull_rom(
-                "/path/spline", points=path[:, :, 3], closed=loop, color=KEYFRAME_COLOUR, thickness=0.01
+                "/path/spline",
+                points=path[:, :, 3],
+                closed=loop,
+                color=KEYFRAME_COLOUR,
+                thickness=2.0,
+                thickness_units="screen",
             )
             self._path_handles.append(handle)
         self.path_status.content = f"{len(keyframes)} keyframe(s)."
