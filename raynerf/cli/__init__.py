@@ -28,6 +28,7 @@ COMMANDS = {
     "demo": "raynerf.cli.demo_cmd:demo",
     "bench": "raynerf.cli.bench_cmd:bench",
     "plan": "raynerf.cli.plan_cmd:plan",
+    "export": "raynerf.cli.export_cmd:export",
     "view": "raynerf.cli.view_cmd:view",
 }
 

@@ -126,3 +126,23 @@ class MipNerf360(nn.Module):
             rendering.update(sdist=sdist, tdist=tdist, weights=weights)
             renderings.append(rendering)
         return renderings
+
+    def nerf_field(
+        self, means: jnp.ndarray, covs: jnp.ndarray, viewdirs: jnp.ndarray
+    ) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """The NeRF level's field (its MLP, as ``__call__`` queries it) at Gaussians of the
+        normalised, uncontracted frame (the MLP contracts them itself).
+
+        Call as ``model.apply({"params": params}, means, covs, viewdirs,
+        method=MipNerf360.nerf_field)``.
+
+        Args:
+          means: [..., n, 3].
+          covs: [..., n, 3, 3].
+          viewdirs: [..., 3] unit view directions (from the camera towards the points).
+
+        Returns:
+          ``(density [..., n], rgb [..., n, 3])``: density per unit length of the
+          normalised frame, colour in [0, 1] (up to the padding).
+        """
+        return self.nerf_mlp(means, covs, viewdirs)
