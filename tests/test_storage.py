@@ -171,14 +171,12 @@ def _files(root: epath.Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("where", ["local", "gs"])
-def test_train_kill_resume_eval_render(emulator, tmp_path, where):
+def test_train_kill_resume_eval_render_in_a_bucket(emulator, tmp_path):
+    """The same sequence with a local workdir is what tests/faults (kill, resume),
+    tests/test_eval.py and tests/render check; here every file lives in the bucket."""
     scene = small_scene(tmp_path / "data", "gscene")
-    if where == "gs":
-        data_dir, workdir = f"gs://{BUCKET}/{tmp_path.name}/data", f"gs://{BUCKET}/{tmp_path.name}/run"
-        _upload(scene, f"{data_dir}/gscene")
-    else:
-        data_dir, workdir = str(scene.parent), str(tmp_path / "run")
+    data_dir, workdir = f"gs://{BUCKET}/{tmp_path.name}/data", f"gs://{BUCKET}/{tmp_path.name}/run"
+    _upload(scene, f"{data_dir}/gscene")
     args = ["--scene", "gscene", "--data-dir", data_dir, "--config", "tiny", "--workdir", workdir]
     for item in (
         *SMALL,
