@@ -6,6 +6,7 @@ from pathlib import Path
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest
+from trained_run import trained_small_run  # noqa: F401 - the session's trained run, a fixture
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -14,9 +14,9 @@ VIEWED_STEP = 4
 
 @pytest.fixture(scope="module")
 def viewed_run(tmp_path_factory):
-    """(config, scene folder, workdir) of the small scene trained for VIEWED_STEP steps."""
+    """(config, scene folder, workdir, step) of the small scene trained for VIEWED_STEP steps."""
     root = tmp_path_factory.mktemp("viewed")
     scene = small_scene(root)
     config = small_config(root / "cache", "train.checkpoint_every=4")
     train(config, scene, root / "run", show_progress=False, should_stop=lambda step: step >= VIEWED_STEP)
-    return config, scene, root / "run"
+    return config, scene, root / "run", VIEWED_STEP

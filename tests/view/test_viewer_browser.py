@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VIEWED_STEP
 from PIL import Image
 
 from raynerf.data.scene import load_configured_scene
@@ -120,8 +119,9 @@ def _drag(driver, dx: int, dy: int) -> None:
     ).release().perform()
 
 
-def test_the_page_shows_the_scene_follows_the_camera_and_saves_a_path(viewed_run, tmp_path):
-    config, scene_path, workdir = viewed_run
+def test_the_page_shows_the_scene_follows_the_camera_and_saves_a_path(trained_small_run, tmp_path):
+    run = trained_small_run
+    config, scene_path, workdir = run.config, run.scene, run.workdir
     driver = _browser()
     mesh = make_mesh()
     step, params = load_trained_params(config, scene_path, workdir, mesh)
@@ -178,4 +178,4 @@ def test_the_page_shows_the_scene_follows_the_camera_and_saves_a_path(viewed_run
     assert poses.shape == (12, 3, 4) and (intrinsics["width"], intrinsics["height"]) == (64, 48)
     np.testing.assert_allclose(poses[0], viewer.keyframes[0].camtoworld, atol=1e-6)
     np.testing.assert_allclose(poses[-1], viewer.keyframes[1].camtoworld, atol=1e-6)
-    assert step == VIEWED_STEP
+    assert step == run.steps

@@ -7,7 +7,6 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from conftest import VIEWED_STEP
 from small_run import STEPS
 
 from raynerf.cli import main
@@ -55,12 +54,12 @@ def test_a_run_whose_scene_folder_is_gone_names_it(tmp_path):
 
 @pytest.mark.slow
 def test_the_viewer_follows_a_run_that_trains_on(viewed_run, tmp_path):
-    config, scene_path, workdir = viewed_run
+    config, scene_path, workdir, viewed_step = viewed_run
     run = tmp_path / "run"
     shutil.copytree(workdir, run)
     mesh = make_mesh()
     step, params = load_trained_params(config, scene_path, run, mesh)
-    assert step == VIEWED_STEP
+    assert step == viewed_step
     renderer = FrameRenderer(config.model, params, chunk=1024)
     load = lambda: load_trained_params(config, scene_path, run, mesh)
     newest = newest_checkpoint(checkpoint_dir(run), load)

@@ -1,5 +1,6 @@
 """A small model trained on the built-in scene, once per test session: what the export
-tests (and any other test that needs a run with some geometry) read.
+and viewer tests (and any other test that needs a run with some geometry) read. The
+fixture is registered by tests/conftest.py.
 
 The run: ``make-scene``'s world seen by 40 cameras of 160 x 128 (40 x 32 at factor 4),
 the ``tiny`` config shrunk as :data:`small_run.SMALL` shrinks it, with a NeRF MLP of
