@@ -28,12 +28,10 @@ unless ``frame="normalised"`` (see :mod:`raynerf.export`).
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import plyfile
@@ -43,16 +41,9 @@ from tqdm.auto import tqdm
 from raynerf import storage
 from raynerf.errors import RaynerfError
 from raynerf.export import TrainedRun, check_frame, colours_to_uint8, to_frame
-from raynerf.mesh import (
-    batch_sharding,
-    join_micro_batches,
-    micro_batches,
-    replicated,
-    split_micro_batches,
-)
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.model.rays import RAY_FIELDS, Rays
-from raynerf.model.render_chunks import choose_chunk, chunk_unit, round_chunk
+from raynerf.model.render_chunks import choose_chunk, chunk_unit, make_render_fn, render_rays
 
 DEFAULT_POINTS = 1_000_000
 DEFAULT_MIN_ACC = 0.9
@@ -85,47 +76,15 @@ def make_point_fn(
 ) -> Callable:
     """``(params, rays: dict [chunk, k]) -> {rgb [chunk, 3], distance [chunk], acc
     [chunk]}`` of the final level at test-time sampling: the colour, ``distance_median``
-    and the accumulation within ``radius`` (:func:`region_accumulation`). Sharded and
-    cut into passes as :func:`raynerf.model.render_chunks.make_render_fn` does."""
+    and the accumulation within ``radius`` (:func:`region_accumulation`), rendered as
+    :func:`raynerf.model.render_chunks.make_render_fn` renders."""
 
-    def forward(params, rays: dict) -> dict:
-        batch = Rays.from_batch(rays)
-        final = model.apply({"params": params}, None, batch)[-1]
-        acc = region_accumulation(final["weights"], final["tdist"], batch.origins, batch.directions, radius)
+    def select(renderings: list[dict], rays: Rays) -> dict:
+        final = renderings[-1]
+        acc = region_accumulation(final["weights"], final["tdist"], rays.origins, rays.directions, radius)
         return {"rgb": final["rgb"], "distance": final["distance_median"], "acc": acc}
 
-    def render(params, rays: dict) -> dict:
-        count = micro_batches(passes, rays["origins"].shape[0], mesh)
-        if count == 1:
-            return forward(params, rays)
-        outputs = jax.lax.map(functools.partial(forward, params), split_micro_batches(rays, count, mesh))
-        return join_micro_batches(outputs, mesh)
-
-    rays_sharding = {name: batch_sharding(mesh) for name in RAY_FIELDS}
-    return jax.jit(render, in_shardings=(replicated(mesh), rays_sharding), out_shardings=replicated(mesh))
-
-
-def render_rays(
-    point_fn: Callable, params, rays: Mapping[str, np.ndarray], chunk_size: int, mesh: Mesh
-) -> dict[str, np.ndarray]:
-    """rays: dict of [M, k] arrays -> dict of :data:`POINT_OUTPUTS` as [M, ...] numpy
-    arrays, in chunks of ``chunk_size`` rays (the last one padded with its last ray)."""
-    total = rays["origins"].shape[0]
-    chunk = round_chunk(chunk_size, chunk_unit(mesh))
-    sharding = batch_sharding(mesh)
-    pieces: dict[str, list[np.ndarray]] = {name: [] for name in POINT_OUTPUTS}
-    for start in range(0, total, chunk):
-        stop = min(start + chunk, total)
-        batch = {}
-        for name in RAY_FIELDS:
-            part = np.asarray(rays[name][start:stop], np.float32)
-            if stop - start < chunk:
-                part = np.concatenate([part, np.repeat(part[-1:], chunk - (stop - start), 0)])
-            batch[name] = jax.make_array_from_callback(part.shape, sharding, lambda idx, p=part: p[idx])
-        out = jax.device_get(point_fn(params, batch))
-        for name in POINT_OUTPUTS:
-            pieces[name].append(np.asarray(out[name])[: stop - start])
-    return {name: np.concatenate(parts) for name, parts in pieces.items()}
+    return make_render_fn(model, mesh, passes, select=select)
 
 
 def confident(points: np.ndarray, acc: np.ndarray, min_acc: float, radius: float) -> np.ndarray:

@@ -37,8 +37,19 @@ MIN_CHUNK, MAX_CHUNK = 256, 65536
 MEMORY_FRACTION = 0.25
 
 
-def make_render_fn(model: MipNerf360, mesh: Mesh, passes: int | Literal["auto"] = "auto") -> Callable:
-    """``(params, rays: dict [chunk, k]) -> dict [chunk, ...]`` of the final level.
+def final_outputs(renderings: list[dict], rays: Rays) -> dict:
+    """The final level's :data:`OUTPUTS`: what images, videos and scores are made of."""
+    return {name: renderings[-1][name] for name in OUTPUTS}
+
+
+def make_render_fn(
+    model: MipNerf360,
+    mesh: Mesh,
+    passes: int | Literal["auto"] = "auto",
+    select: Callable[[list[dict], Rays], dict] = final_outputs,
+) -> Callable:
+    """``(params, rays: dict [chunk, k]) -> dict [chunk, ...]``: ``select(renderings, rays)``
+    of the model's test-time renderings (default :func:`final_outputs`).
 
     The chunk runs as ``passes`` passes, in a loop inside the compiled call; ``"auto"`` lets
     the devices choose (:func:`micro_batches`: one on GPU/TPU, on the CPU about
@@ -46,8 +57,8 @@ def make_render_fn(model: MipNerf360, mesh: Mesh, passes: int | Literal["auto"] 
     """
 
     def forward(params, rays: dict) -> dict:
-        final = model.apply({"params": params}, None, Rays.from_batch(rays))[-1]
-        return {name: final[name] for name in OUTPUTS}
+        batch = Rays.from_batch(rays)
+        return select(model.apply({"params": params}, None, batch), batch)
 
     def render(params, rays: dict) -> dict:
         count = micro_batches(passes, rays["origins"].shape[0], mesh)
@@ -71,31 +82,37 @@ def round_chunk(chunk_size: int, unit: int) -> int:
     return max(unit, -(-chunk_size // unit) * unit)
 
 
+def render_rays(
+    render_fn: Callable, params, rays: Mapping[str, np.ndarray], chunk_size: int, mesh: Mesh
+) -> dict[str, np.ndarray]:
+    """rays: dict of [M, k] arrays -> dict of [M, ...] numpy outputs of ``render_fn``, in
+    chunks of ``chunk_size`` rays (the last one padded with its last ray)."""
+    total = rays["origins"].shape[0]
+    chunk = round_chunk(chunk_size, chunk_unit(mesh))
+    sharding = batch_sharding(mesh)
+    pieces: dict[str, list[np.ndarray]] = {}
+    for start in range(0, total, chunk):
+        stop = min(start + chunk, total)
+        padded = {}
+        for name in RAY_FIELDS:
+            part = np.asarray(rays[name][start:stop], np.float32)
+            if stop - start < chunk:  # repeat the last ray: the padding is discarded
+                part = np.concatenate([part, np.repeat(part[-1:], chunk - (stop - start), 0)])
+            padded[name] = jax.make_array_from_callback(part.shape, sharding, lambda idx, p=part: p[idx])
+        out = jax.device_get(render_fn(params, padded))
+        for name, values in out.items():
+            pieces.setdefault(name, []).append(np.asarray(values)[: stop - start])
+    return {name: np.concatenate(parts) for name, parts in pieces.items()}
+
+
 def render_image(
     render_fn: Callable, params, rays: Mapping[str, np.ndarray], chunk_size: int, mesh: Mesh
 ) -> dict[str, np.ndarray]:
     """rays: dict of [H, W, k] arrays -> dict of [H, W, ...] numpy outputs."""
     height, width = rays["origins"].shape[:2]
-    flat = {name: np.asarray(rays[name], np.float32).reshape(height * width, -1) for name in RAY_FIELDS}
-    chunk = round_chunk(chunk_size, chunk_unit(mesh))
-    sharding = batch_sharding(mesh)
-    pieces: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUTS}
-    total = height * width
-    for start in range(0, total, chunk):
-        stop = min(start + chunk, total)
-        padded = {}
-        for name, values in flat.items():
-            part = values[start:stop]
-            if stop - start < chunk:  # repeat the last ray: the padding is discarded
-                part = np.concatenate([part, np.repeat(part[-1:], chunk - (stop - start), 0)])
-            padded[name] = jax.make_array_from_callback(part.shape, sharding, lambda idx, p=part: p[idx])
-        out = render_fn(params, padded)
-        for name in OUTPUTS:
-            pieces[name].append(np.asarray(jax.device_get(out[name]))[: stop - start])
-    return {
-        name: np.concatenate(parts).reshape(height, width, *parts[0].shape[1:])
-        for name, parts in pieces.items()
-    }
+    flat = {name: np.asarray(rays[name]).reshape(height * width, -1) for name in RAY_FIELDS}
+    out = render_rays(render_fn, params, flat, chunk_size, mesh)
+    return {name: values.reshape(height, width, *values.shape[1:]) for name, values in out.items()}
 
 
 def bytes_per_ray(model: ModelConfig) -> int:

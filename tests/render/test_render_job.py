@@ -136,19 +136,18 @@ def test_cli_without_checkpoint(scene_path, tmp_path):
     assert "no checkpoint" in line and "raynerf train" in line
 
 
-def test_cli_bad_options(scene_path, tmp_path):
-    common = (
-        "--scene",
-        scene_path.name,
-        "--data-dir",
-        scene_path.parent,
-        "--workdir",
-        tmp_path,
+def _common_args(scene_path, workdir) -> tuple:
+    """The scene, workdir and config options of the CLI tests."""
+    return ("--scene", scene_path.name, "--data-dir", scene_path.parent, "--workdir", workdir) + (
         "--config",
         "tiny",
         "--set",
         "data.factor=4",
     )
+
+
+def test_cli_bad_options(scene_path, tmp_path):
+    common = _common_args(scene_path, tmp_path)
     assert "--resolution" in error_line(invoke(*common, "--resolution", "12by5"))
     line = error_line(invoke(*common, "--keyframes", "frame_0001.JPG,nope.JPG"))
     assert "nope.JPG" in line and "frame_0000.JPG" in line
@@ -249,18 +248,7 @@ def test_nerfstudio_path_with_dataparser_transforms_lands_on_the_scene_cameras(s
 
 
 def test_cli_path_file_errors(scene_path, tmp_path):
-    common = (
-        "--scene",
-        scene_path.name,
-        "--data-dir",
-        scene_path.parent,
-        "--workdir",
-        tmp_path,
-        "--config",
-        "tiny",
-        "--set",
-        "data.factor=4",
-    )
+    common = _common_args(scene_path, tmp_path)
     fisheye = tmp_path / "camera_path.json"
     fisheye.write_text(
         json.dumps(
