@@ -13,6 +13,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from raynerf.model.stepfun import on_tpu
+
 Array = jnp.ndarray
 
 
@@ -100,8 +102,23 @@ def contract_gaussians(means: Array, covs: Array) -> tuple[Array, Array]:
       the Jacobian of the contraction at each mean.
     """
     jac = contract_jacobian(means)
-    new_covs = jnp.matmul(jnp.matmul(jac, covs), jnp.swapaxes(jac, -1, -2))
-    return contract(means), new_covs
+    return contract(means), on_tpu(_sandwich_by_products, _sandwich_by_matmuls, jac, covs)
+
+
+def _sandwich_by_matmuls(jac: Array, covs: Array) -> Array:
+    """``J C J^T`` for jac, covs [..., 3, 3] -> [..., 3, 3], as two batched matmuls."""
+    return jnp.matmul(jnp.matmul(jac, covs), jnp.swapaxes(jac, -1, -2))
+
+
+def _sandwich_by_products(jac: Array, covs: Array) -> Array:
+    """``J C J^T`` for jac, covs [..., 3, 3] -> [..., 3, 3], as broadcast products summed
+    over the 3-wide axes: one elementwise fusion. XLA:TPU runs each batched 3 x 3
+    matmul as a matmul of its own whose operands and result are padded to (8, 128)
+    tiles, about 40 times the bytes of the values (``benchmarks/hbm_breakdown.py``),
+    and in float32 at the default precision as one bfloat16 pass; these are exact
+    float32 products."""
+    jc = jnp.sum(jac[..., :, :, None] * covs[..., None, :, :], axis=-2)  # sum_j J_ij C_jl
+    return jnp.sum(jc[..., :, None, :] * jac[..., None, :, :], axis=-1)  # sum_l (JC)_il J_kl
 
 
 def _octave_scales(min_deg: int, max_deg: int, dtype) -> Array:
@@ -137,9 +154,22 @@ def lift_gaussians(
     # instead of a batch of tiny 3x3 matmuls.
     outer = (basis[:, None, :] * basis[None, :, :]).reshape(9, 1, num_dirs)
     scaled_outer = (outer * (scales * scales)[:, None]).reshape(9, -1)
-    lifted_means = jnp.matmul(means, scaled_basis)
-    lifted_vars = jnp.matmul(covs.reshape(covs.shape[:-2] + (9,)), scaled_outer)
+    lifted_means = on_tpu(_project_by_products, jnp.matmul, means, scaled_basis)
+    lifted_vars = on_tpu(_project_by_products, jnp.matmul, covs.reshape(covs.shape[:-2] + (9,)), scaled_outer)
     return lifted_means, lifted_vars
+
+
+def _project_by_products(x: Array, basis: Array) -> Array:
+    """``x @ basis`` for x [..., d] (d small) and basis [d, k] -> [..., k], as ``d``
+    broadcast products summed: an elementwise fusion that XLA:TPU joins with the
+    encoding's sines and cosines. As a matmul, its [..., d] operand is padded to 128
+    lanes and the [..., k] product written out and read back; in float32 at the default
+    precision it is also one bfloat16 pass, which for the scaled means (up to 2^11
+    times the position) misplaces the phase of the encoding's finest octaves."""
+    out = x[..., 0, None] * basis[0]
+    for i in range(1, x.shape[-1]):
+        out = out + x[..., i, None] * basis[i]
+    return out
 
 
 def damped_sin_cos(scaled_means: Array, scaled_vars: Array) -> tuple[Array, Array]:

@@ -9,7 +9,7 @@ for a distribution) or *pdf* values (mass per unit length); :func:`weight_to_pdf
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,36 @@ _TINY = float(jnp.finfo(jnp.float32).tiny)
 def _safe_div(num: Array, den: Array, ok: Array) -> Array:
     """``num / den`` where ``ok``, else 0, with finite gradients either way."""
     return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+
+
+def on_tpu(tpu: Callable[..., Array], other: Callable[..., Array], *args: Array) -> Array:
+    """``tpu(*args)`` in a program lowered for a TPU, ``other(*args)`` anywhere else
+    (the choice is made when the program is lowered, so only one of them is compiled).
+
+    XLA:TPU runs a gather along a row of a few dozen elements as one small transfer
+    per gathered element: its cost analysis charges about 8.7 kB of memory traffic for
+    each, thousands of times what the element weighs (8.8 kB on average over the 360
+    train step, where they made 80% of its traffic: ``docs/accelerator_speed.md``). On
+    a TPU the gathers here become comparisons of every query with every element of
+    its row, fused into one reduction that reads each row once (and :mod:`coords`
+    writes its tiny matmuls as products); the CPU and GPU keep their programs.
+    """
+    return jax.lax.platform_dependent(*args, tpu=tpu, default=other)
+
+
+def _take(x: Array, idx: Array) -> Array:
+    """``take_along_axis(x, idx, axis=-1)`` for ``x`` [..., k] and int ``idx`` [..., m]
+    in ``[0, k)`` (batch dims equal) -> [..., m]; on a TPU without a gather (see
+    :func:`on_tpu`): each query selects its element from the whole row and sums the
+    row, in which every other element is an exact zero, so the value is unchanged."""
+    return on_tpu(_select, lambda x, idx: jnp.take_along_axis(x, idx, axis=-1), x, idx)
+
+
+def _select(x: Array, idx: Array) -> Array:
+    """``take_along_axis(x, idx, axis=-1)`` without a gather: x [..., k], idx [..., m]
+    -> [..., m] (an index outside ``[0, k)`` gives 0)."""
+    hit = idx[..., :, None] == jnp.arange(x.shape[-1], dtype=idx.dtype)
+    return jnp.sum(jnp.where(hit, x[..., None, :], jnp.zeros((), x.dtype)), axis=-1)
 
 
 def searchsorted(a: Array, v: Array) -> tuple[Array, Array]:
@@ -54,10 +84,8 @@ def _interp(x: Array, xp: Array, fp: Array) -> Array:
     xp = jnp.broadcast_to(xp, batch + xp.shape[-1:])
     fp = jnp.broadcast_to(fp, batch + fp.shape[-1:])
     idx_lo, idx_hi = searchsorted(xp, x)
-    x_lo = jnp.take_along_axis(xp, idx_lo, axis=-1)
-    x_hi = jnp.take_along_axis(xp, idx_hi, axis=-1)
-    f_lo = jnp.take_along_axis(fp, idx_lo, axis=-1)
-    f_hi = jnp.take_along_axis(fp, idx_hi, axis=-1)
+    x_lo, x_hi = _take(xp, idx_lo), _take(xp, idx_hi)
+    f_lo, f_hi = _take(fp, idx_lo), _take(fp, idx_hi)
     span = x_hi - x_lo
     frac = jnp.clip(_safe_div(x - x_lo, span, span > 0), 0.0, 1.0)
     return f_lo + frac * (f_hi - f_lo)
@@ -159,12 +187,27 @@ def pdf_to_weight(t: Array, p: Array) -> Array:
 
 def _searchsorted(a: Array, v: Array, side: str) -> Array:
     """``numpy.searchsorted(a, v, side)`` row by row: ``a`` [..., k] sorted, ``v``
-    [..., m] with the same batch dims -> int [..., m]. A binary search (log k steps),
-    not a comparison with every element."""
-    batch = a.shape[:-1]
-    search = jax.vmap(lambda row, query: jnp.searchsorted(row, query, side=side, method="scan_unrolled"))
-    found = search(a.reshape(-1, a.shape[-1]), v.reshape(-1, v.shape[-1]))
-    return found.reshape(batch + v.shape[-1:]).astype(jnp.int32)
+    [..., m] with the same batch dims -> int [..., m]. On the CPU a binary search (log k
+    steps), not a comparison with every element; on a TPU, where each step of a binary
+    search is a gather (see :func:`on_tpu`), a count of the elements before each
+    query: the same index for a sorted row, in one fused comparison and reduction."""
+
+    def binary(a: Array, v: Array) -> Array:
+        search = jax.vmap(lambda row, query: jnp.searchsorted(row, query, side=side, method="scan_unrolled"))
+        found = search(a.reshape(-1, a.shape[-1]), v.reshape(-1, v.shape[-1]))
+        return found.reshape(a.shape[:-1] + v.shape[-1:]).astype(jnp.int32)
+
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    return on_tpu(lambda a, v: _count_before(a, v, side), binary, a, v)
+
+
+def _count_before(a: Array, v: Array, side: str) -> Array:
+    """Elements of each row ``a`` [..., k] below each query ``v`` [..., m] (``side="left"``)
+    or at or below it (``"right"``) -> int [..., m]: ``numpy.searchsorted`` for sorted
+    rows, by comparing every query with every element."""
+    before = a[..., None, :] < v[..., :, None] if side == "left" else a[..., None, :] <= v[..., :, None]
+    return jnp.sum(before, axis=-1, dtype=jnp.int32)
 
 
 def _range_max(y: Array, start: Array, stop: Array) -> Array:
@@ -175,10 +218,25 @@ def _range_max(y: Array, start: Array, stop: Array) -> Array:
         ``stop <= n``.
 
     Returns:
-      [..., m]. A sparse table: level ``l`` holds the maxima of ``2^l`` consecutive
-      values, and a range is covered by two (overlapping) blocks of one level, so each
-      query is two gathers instead of a scan over all ``n`` values.
+      [..., m]. On the CPU a sparse table: level ``l`` holds the maxima of ``2^l``
+      consecutive values, and a range is covered by two (overlapping) blocks of one
+      level, so each query is two gathers instead of a scan over all ``n`` values. On
+      a TPU (no gathers, see :func:`on_tpu`) the maximum over the whole row with the
+      values outside the range masked to 0, in one fused reduction.
     """
+    return on_tpu(_masked_max, _sparse_table_max, y, start, stop)
+
+
+def _masked_max(y: Array, start: Array, stop: Array) -> Array:
+    """:func:`_range_max` without a gather: the row's maximum over ``[start, stop)``
+    with the values outside masked to 0 (y [..., n] >= 0; start, stop [..., m])."""
+    j = jnp.arange(y.shape[-1], dtype=start.dtype)
+    inside = (start[..., :, None] <= j) & (j < stop[..., :, None])
+    return jnp.max(jnp.where(inside, y[..., None, :], jnp.zeros((), y.dtype)), axis=-1)
+
+
+def _sparse_table_max(y: Array, start: Array, stop: Array) -> Array:
+    """:func:`_range_max` by a sparse table and two gathers per query."""
     n = y.shape[-1]
     levels = [y]
     while (2 ** len(levels)) <= n:
@@ -202,9 +260,10 @@ def dilated_knots(t: Array, dilation: float | Array) -> tuple[Array, Array, Arra
     and every interval's end moved on (``t[1:] + dilation``), merged in order.
 
     The three lists are sorted already, so an element's place in the merge is its index
-    in its own list plus how many elements of the other two come before it (binary
-    searches; ties put starts first, then knots, then ends), and the merge is one
-    scatter, not a sort. The same counts say, at each place, how many moved starts and
+    in its own list plus how many elements of the other two come before it
+    (:func:`_searchsorted`; ties put starts first, then knots, then ends), and the
+    merge is one scatter (on a TPU one permutation by comparisons, :func:`_permute`),
+    not a sort. The same counts say, at each place, how many moved starts and
     ends lie at or before it.
 
     Returns:
@@ -238,11 +297,26 @@ def dilated_knots(t: Array, dilation: float | Array) -> tuple[Array, Array, Arra
     )
     total = 3 * n + 1
 
-    def scatter(rows: Array, where: Array) -> Array:
-        return jnp.zeros((total, 3), rows.dtype).at[where].set(rows, unique_indices=True)
+    def scatter(payload: Array, place: Array) -> Array:
+        def one(rows: Array, where: Array) -> Array:
+            return jnp.zeros((total, 3), rows.dtype).at[where].set(rows, unique_indices=True)
 
-    merged = jax.vmap(scatter)(payload.reshape(-1, total, 3), place.reshape(-1, total)).reshape(payload.shape)
+        moved = jax.vmap(one)(payload.reshape(-1, total, 3), place.reshape(-1, total))
+        return moved.reshape(payload.shape)
+
+    def permuted(payload: Array, place: Array) -> Array:
+        return jnp.stack([_permute(payload[..., i], place) for i in range(3)], axis=-1)
+
+    merged = on_tpu(permuted, scatter, payload, place)
     return merged[..., 0], merged[..., 1].astype(jnp.int32), merged[..., 2].astype(jnp.int32)
+
+
+def _permute(values: Array, place: Array) -> Array:
+    """``out[..., place[..., j]] = values[..., j]`` for ``place`` int [..., s] a
+    permutation of ``[0, s)`` and ``values`` [..., s] -> [..., s], without a scatter:
+    each place picks its value out of the whole row (the other terms exact zeros)."""
+    hit = place[..., None, :] == jnp.arange(place.shape[-1], dtype=place.dtype)[:, None]
+    return jnp.sum(jnp.where(hit, values[..., None, :], jnp.zeros((), values.dtype)), axis=-1)
 
 
 def max_dilate(
@@ -319,8 +393,7 @@ def inner_outer(t0: Array, t1: Array, y1: Array) -> tuple[Array, Array]:
     y1 = jnp.broadcast_to(y1, batch + y1.shape[-1:])
     cum = jnp.concatenate([jnp.zeros(batch + (1,), y1.dtype), jnp.cumsum(y1, axis=-1)], axis=-1)
     idx_lo, idx_hi = searchsorted(t1, t0)
-    cum_lo = jnp.take_along_axis(cum, idx_lo, axis=-1)
-    cum_hi = jnp.take_along_axis(cum, idx_hi, axis=-1)
+    cum_lo, cum_hi = _take(cum, idx_lo), _take(cum, idx_hi)
     outer = cum_hi[..., 1:] - cum_lo[..., :-1]
     inner = jnp.where(idx_hi[..., :-1] <= idx_lo[..., 1:], cum_lo[..., 1:] - cum_hi[..., :-1], 0.0)
     return inner, outer
