@@ -143,9 +143,10 @@ def check_split_and_replicated(report: dict, config, devices: int, hosts: int) -
     assert spanning and sum(c["bytes"] for c in spanning) >= params_bytes
 
 
-# Room for tiny's step on v4-8 in two passes but not in one. Measured with libtpu 0.0.42
-# (jax 0.10.2): one pass 95 MiB per chip (80 MiB of it temporaries), two passes 57 MiB.
-SMALL_HBM_GIB = 0.075
+# Room for tiny's step on v4-8 in some passes but not in one. Measured with libtpu 0.0.42
+# (jax 0.10.2) after the TPU forms of the sampler (issue 24): one pass 25.3 MiB per chip,
+# two 31.0 MiB, four 19.8 MiB (so the search tries 1, 2 and chooses 4).
+SMALL_HBM_GIB = 0.02
 
 
 @needs_libtpu
