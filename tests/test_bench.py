@@ -47,6 +47,7 @@ def test_bench_reports_throughput_flops_mfu_and_memory(tmp_path):
     assert "train rays/s" in output and "render rays/s" in output
 
 
+@pytest.mark.long
 def test_micro_batches_shrink_the_memory_plan(tmp_path):
     """Compile-only runs: 4 micro-batches keep the FLOPs (one pass over the batch) and
     plan far fewer temporary bytes than one pass over the whole batch; the CPU's own

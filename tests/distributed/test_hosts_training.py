@@ -25,6 +25,7 @@ def _losses(workdir) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_metrics(workdir) if "loss" in r}
 
 
+@pytest.mark.long
 def test_one_host_two_devices_equals_two_hosts_one_device(ray_local, tiny_scene, tmp_path):
     """Same seed, same global batch: the same losses and the same final parameters,
     so the two-host run is one SPMD program, not two trainings."""

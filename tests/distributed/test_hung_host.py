@@ -23,6 +23,7 @@ from raynerf.distributed.launch import HostGroupError, launch
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.long
 def test_stopped_host_is_named_in_the_warnings_and_the_error(ray_local, tiny_scene, tmp_path, monkeypatch):
     scene, cache = tiny_scene
     monkeypatch.setenv(HEARTBEAT_ENV, "10")  # JAX gives up on a silent process after 10 s, not 100

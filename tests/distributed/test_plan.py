@@ -149,6 +149,7 @@ def check_split_and_replicated(report: dict, config, devices: int, hosts: int) -
 SMALL_HBM_GIB = 0.02
 
 
+@pytest.mark.long
 @needs_libtpu
 def test_tiny_on_one_host_with_a_small_hbm_through_the_command(tmp_path):
     """`tiny` on v4-8 (one host, 4 chips) through the command, with an HBM figure too
@@ -201,6 +202,7 @@ def test_tiny_on_four_hosts():
     assert report["chips_per_host"] == 4 and report["fits"] and report["grad_accum_steps"] == 1
 
 
+@pytest.mark.long
 @needs_libtpu
 @pytest.mark.slow
 def test_360_at_batch_16384_fits_a_v4_32():

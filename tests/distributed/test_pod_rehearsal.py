@@ -204,6 +204,7 @@ def test_training_resumes_after_a_node_is_lost_and_replaced(ray_tmpdir, tiny_sce
     assert checkpoint_steps(workdir)[-1] == 14
 
 
+@pytest.mark.long
 def test_train_command_on_a_cluster_as_a_submitted_job_runs_it(ray_tmpdir, tiny_scene, tmp_path):
     """``raynerf train --address auto`` with ``RAY_ADDRESS`` set, as ``ray job submit``
     runs its entrypoint on the head: the driver attaches to the cluster (no private
