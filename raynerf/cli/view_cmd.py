@@ -57,8 +57,7 @@ def view(
     """Serve a web viewer of the run in WORKDIR (the newest checkpoint) until Ctrl-C."""
     import jax
 
-    from raynerf.data.scene import load_configured_scene
-    from raynerf.mesh import make_mesh
+    from raynerf.export import load_run
     from raynerf.render.job import render_intrinsics
     from raynerf.training.checkpoints import load_trained_params
     from raynerf.view.frames import FrameRenderer
@@ -66,20 +65,18 @@ def view(
 
     local, scene_path = resolve_run(workdir, scene, data_dir)
     config = build_config(config_name, overrides, workdir=local)
-    loaded = load_configured_scene(scene_path, config.data)
-    mesh = make_mesh(jax.local_devices())
-    step, params = load_trained_params(config, scene_path, local, mesh)
+    run = load_run(config, scene_path, local)
     chunk = 4096 if jax.default_backend() == "cpu" else 32768
-    renderer = FrameRenderer(config.model, params, chunk=chunk)
+    renderer = FrameRenderer(config.model, run.params, chunk=chunk)
     started = time.perf_counter()
     speed = renderer.warm_up()
     click.echo(f"compiled the renderer in {time.perf_counter() - started:.1f} s; {speed:,.0f} rays/s")
-    size = render_intrinsics(loaded)
-    load = lambda: load_trained_params(config, scene_path, local, mesh)
+    size = render_intrinsics(run.scene)
+    load = lambda: load_trained_params(config, scene_path, local, run.mesh)
     viewer = Viewer(
         renderer,
-        loaded,
-        step,
+        run.scene,
+        run.step,
         path_file=path_file or str(local / "render" / "viewer_path.json"),
         path_size=(size["width"], size["height"]),
         frames=config.render.frames,
@@ -88,7 +85,7 @@ def view(
         port=port,
         max_height=max_height,
     )
-    click.echo(f"viewing {storage.shown(local)} at step {step}: {viewer.url} (Ctrl-C to stop)")
+    click.echo(f"viewing {storage.shown(local)} at step {run.step}: {viewer.url} (Ctrl-C to stop)")
     try:
         while True:
             time.sleep(1.0)

@@ -74,8 +74,3 @@ def load_run(config: Config, scene_path: Path, workdir: Path) -> TrainedRun:
 def default_output(workdir: Path, scene_name: str, kind: str, step: int) -> Path:
     """``WORKDIR/export/<scene>_<kind>_step_<step>.ply``."""
     return Path(workdir) / EXPORT_DIR / f"{scene_name}_{kind}_step_{step}.ply"
-
-
-def colours_to_uint8(rgb: np.ndarray) -> np.ndarray:
-    """Colours [..., 3] in [0, 1] -> uint8 [..., 3] (clipped, rounded)."""
-    return np.round(np.clip(np.asarray(rgb, np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)

@@ -67,9 +67,12 @@ from tqdm.auto import tqdm
 from raynerf import storage
 from raynerf.data.scene import Scene
 from raynerf.errors import RaynerfError
-from raynerf.export import TrainedRun, check_frame, colours_to_uint8, to_frame
+from raynerf.export import TrainedRun, check_frame, to_frame
 from raynerf.mesh import batch_sharding, join_micro_batches, pass_rays, replicated, split_micro_batches
+from raynerf.model.coords import contract_jacobian_inverse, uncontract
 from raynerf.model.mipnerf360 import MipNerf360
+from raynerf.model.render_chunks import map_chunks
+from raynerf.render.images import to_uint8
 
 SPACES = ("metric", "contracted")
 SPACE_HALF_WIDTH = {"metric": 1.0, "contracted": 2.0}
@@ -84,32 +87,6 @@ def check_space(space: str) -> str:
     if space not in SPACES:
         raise RaynerfError(f"unknown space {space!r}: choose one of {', '.join(SPACES)}")
     return space
-
-
-def uncontract(y: jnp.ndarray) -> jnp.ndarray:
-    """The inverse of :func:`raynerf.model.coords.contract`: contracted points ``y``
-    [..., 3] with ``|y| < 2`` -> metric points [..., 3]. Inside the unit ball the
-    identity; outside, ``y / |y| / (2 - |y|)``."""
-    norm = jnp.linalg.norm(y, axis=-1, keepdims=True)
-    outside = norm > 1.0
-    safe = jnp.where(outside, norm, 1.0)  # never 0, never 2 where it is not used
-    return jnp.where(outside, y / (safe * (2.0 - safe)), y)
-
-
-def contract_jacobian_inverse(x: jnp.ndarray) -> jnp.ndarray:
-    """The inverse of the contraction's Jacobian at metric points ``x`` [..., 3] ->
-    [..., 3, 3]: outside the unit ball, with ``r = |x|`` and ``u = x / r``, the radial
-    direction is stretched by ``r^2`` and the tangential ones by ``r^2 / (2r - 1)``
-    (the reciprocals of the Jacobian's factors); inside, the identity."""
-    norm = jnp.linalg.norm(x, axis=-1)
-    outside = norm > 1.0
-    r = jnp.where(outside, norm, 1.0)
-    u = x / r[..., None]
-    uut = u[..., :, None] * u[..., None, :]
-    eye = jnp.eye(3, dtype=x.dtype)
-    r2 = (r * r)[..., None, None]
-    inverse = r2 / (2.0 * r[..., None, None] - 1.0) * (eye - uut) + r2 * uut
-    return jnp.where(outside[..., None, None], inverse, eye)
 
 
 def grid_axis(resolution: int, space: str) -> tuple[np.ndarray, float]:
@@ -166,7 +143,7 @@ def pixel_footprint(scene: Scene) -> float:
 def make_field_fn(
     model: MipNerf360, mesh: Mesh, space: str, side: float, with_rgb: bool
 ) -> Callable[..., dict[str, jax.Array]]:
-    """``(params, points [B, 3] of the grid's space, viewdirs [B, 3]) -> {"density" [B],
+    """``(params, {"points": [B, 3] of the grid's space, "viewdirs": [B, 3]}) -> {"density" [B],
     "stretch" [B]}`` (and ``"rgb"`` [B, 3] ``with_rgb``): the NeRF level's field at the
     points' Gaussians (:func:`sample_gaussians` of cubes of side ``side``). ``B`` must be a multiple of
     :func:`field_batch_unit`; on the CPU the batch runs as passes of
@@ -186,9 +163,8 @@ def make_field_fn(
             out["rgb"] = rgb[:, 0]
         return out
 
-    def field(params, points, viewdirs) -> dict:
-        batch = {"points": points, "viewdirs": viewdirs}
-        per_device = points.shape[0] // mesh.devices.size
+    def field(params, batch: dict) -> dict:
+        per_device = batch["points"].shape[0] // mesh.devices.size
         passes = max(1, per_device // CPU_PASS_POINTS) if pass_rays(mesh) else 1
         if passes == 1:
             return forward(params, batch)
@@ -196,7 +172,8 @@ def make_field_fn(
         return join_micro_batches(outputs, mesh)
 
     sharding = batch_sharding(mesh)
-    return jax.jit(field, in_shardings=(replicated(mesh), sharding, sharding), out_shardings=replicated(mesh))
+    in_shardings = (replicated(mesh), {"points": sharding, "viewdirs": sharding})
+    return jax.jit(field, in_shardings=in_shardings, out_shardings=replicated(mesh))
 
 
 def field_batch_unit(mesh: Mesh) -> int:
@@ -214,25 +191,10 @@ def query_field(
     progress=None,
 ) -> dict[str, np.ndarray]:
     """``field_fn`` over points [M, 3] and viewdirs [M, 3] in batches of ``batch``
-    (the last one padded) -> dict of [M, ...] numpy arrays. ``progress``: a tqdm bar
-    advanced by the points done."""
-    sharding = batch_sharding(mesh)
-    pieces: dict[str, list[np.ndarray]] = {}
-    total = len(points)
-    for start in range(0, total, batch):
-        stop = min(start + batch, total)
-        args = []
-        for values in (points, viewdirs):
-            part = np.asarray(values[start:stop], np.float32)
-            if stop - start < batch:
-                part = np.concatenate([part, np.repeat(part[-1:], batch - (stop - start), 0)])
-            args.append(jax.make_array_from_callback(part.shape, sharding, lambda idx, p=part: p[idx]))
-        out = jax.device_get(field_fn(params, *args))
-        for name, value in out.items():
-            pieces.setdefault(name, []).append(np.asarray(value)[: stop - start])
-        if progress is not None:
-            progress.update(stop - start)
-    return {name: np.concatenate(parts) for name, parts in pieces.items()}
+    (:func:`raynerf.model.render_chunks.map_chunks`) -> dict of [M, ...] numpy arrays.
+    ``progress``: a tqdm bar advanced by the points done."""
+    inputs = {"points": points, "viewdirs": viewdirs}
+    return map_chunks(field_fn, params, inputs, batch, mesh, progress)
 
 
 def grid_points(axis: np.ndarray, flat_indices: np.ndarray) -> np.ndarray:
@@ -404,7 +366,7 @@ def extract_mesh(
     return ColouredMesh(
         vertices=to_frame(vertices, run.scene.transform, options.frame),
         faces=faces,
-        colours=colours_to_uint8(rgb),
+        colours=to_uint8(rgb),
         density=level / footprint if options.density is None else level,
         footprint=footprint,
         dropped=dropped,

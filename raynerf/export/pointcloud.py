@@ -40,16 +40,16 @@ from tqdm.auto import tqdm
 
 from raynerf import storage
 from raynerf.errors import RaynerfError
-from raynerf.export import TrainedRun, check_frame, colours_to_uint8, to_frame
+from raynerf.export import TrainedRun, check_frame, to_frame
 from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.model.rays import RAY_FIELDS, Rays
 from raynerf.model.render_chunks import choose_chunk, chunk_unit, make_render_fn, render_rays
+from raynerf.render.images import to_uint8
 
 DEFAULT_POINTS = 1_000_000
 DEFAULT_MIN_ACC = 0.9
 DEFAULT_RADIUS = 1.0
 SAMPLE_SEED = 0
-POINT_OUTPUTS = ("rgb", "distance", "acc")
 
 
 def backproject(origins: np.ndarray, directions: np.ndarray, distance: np.ndarray) -> np.ndarray:
@@ -156,7 +156,7 @@ def point_cloud(
         points = backproject(flat["origins"], flat["directions"], out["distance"])
         keep = confident(points, out["acc"], options.min_acc, options.radius)
         xyz.append(points[keep].astype(np.float32))
-        rgb.append(colours_to_uint8(out["rgb"][keep]))
+        rgb.append(to_uint8(out["rgb"][keep]))
         pixels += len(keep)
     xyz_all, rgb_all = np.concatenate(xyz), np.concatenate(rgb)
     kept = len(xyz_all)

@@ -90,6 +90,32 @@ def contract_jacobian(x: Array) -> Array:
     return jnp.where(outside[..., None, None], jac, eye)
 
 
+def uncontract(y: jnp.ndarray) -> jnp.ndarray:
+    """The inverse of :func:`contract`: contracted points ``y``
+    [..., 3] with ``|y| < 2`` -> metric points [..., 3]. Inside the unit ball the
+    identity; outside, ``y / |y| / (2 - |y|)``."""
+    norm = jnp.linalg.norm(y, axis=-1, keepdims=True)
+    outside = norm > 1.0
+    safe = jnp.where(outside, norm, 1.0)  # never 0, never 2 where it is not used
+    return jnp.where(outside, y / (safe * (2.0 - safe)), y)
+
+
+def contract_jacobian_inverse(x: jnp.ndarray) -> jnp.ndarray:
+    """The inverse of the contraction's Jacobian at metric points ``x`` [..., 3] ->
+    [..., 3, 3]: outside the unit ball, with ``r = |x|`` and ``u = x / r``, the radial
+    direction is stretched by ``r^2`` and the tangential ones by ``r^2 / (2r - 1)``
+    (the reciprocals of the Jacobian's factors); inside, the identity."""
+    norm = jnp.linalg.norm(x, axis=-1)
+    outside = norm > 1.0
+    r = jnp.where(outside, norm, 1.0)
+    u = x / r[..., None]
+    uut = u[..., :, None] * u[..., None, :]
+    eye = jnp.eye(3, dtype=x.dtype)
+    r2 = (r * r)[..., None, None]
+    inverse = r2 / (2.0 * r[..., None, None] - 1.0) * (eye - uut) + r2 * uut
+    return jnp.where(outside[..., None, None], inverse, eye)
+
+
 def contract_gaussians(means: Array, covs: Array) -> tuple[Array, Array]:
     """Pushes Gaussians through :func:`contract` by linearisation at their means.
 

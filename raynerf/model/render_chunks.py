@@ -82,27 +82,40 @@ def round_chunk(chunk_size: int, unit: int) -> int:
     return max(unit, -(-chunk_size // unit) * unit)
 
 
-def render_rays(
-    render_fn: Callable, params, rays: Mapping[str, np.ndarray], chunk_size: int, mesh: Mesh
+def map_chunks(
+    fn: Callable, params, inputs: Mapping[str, np.ndarray], chunk: int, mesh: Mesh, progress=None
 ) -> dict[str, np.ndarray]:
-    """rays: dict of [M, k] arrays -> dict of [M, ...] numpy outputs of ``render_fn``, in
-    chunks of ``chunk_size`` rays (the last one padded with its last ray)."""
-    total = rays["origins"].shape[0]
-    chunk = round_chunk(chunk_size, chunk_unit(mesh))
+    """``fn(params, batch)`` over ``inputs`` (dict of [M, k] arrays) in chunks of ``chunk``
+    rows, each sharded over ``mesh`` (the last chunk padded with its last row, whose
+    results are dropped) -> dict of [M, ...] numpy outputs. ``chunk`` must be a multiple
+    of the devices (see :func:`chunk_unit`); ``progress``, a tqdm bar, is advanced by
+    the rows done."""
+    total = next(iter(inputs.values())).shape[0]
     sharding = batch_sharding(mesh)
     pieces: dict[str, list[np.ndarray]] = {}
     for start in range(0, total, chunk):
         stop = min(start + chunk, total)
         padded = {}
-        for name in RAY_FIELDS:
-            part = np.asarray(rays[name][start:stop], np.float32)
-            if stop - start < chunk:  # repeat the last ray: the padding is discarded
+        for name, values in inputs.items():
+            part = np.asarray(values[start:stop], np.float32)
+            if stop - start < chunk:
                 part = np.concatenate([part, np.repeat(part[-1:], chunk - (stop - start), 0)])
             padded[name] = jax.make_array_from_callback(part.shape, sharding, lambda idx, p=part: p[idx])
-        out = jax.device_get(render_fn(params, padded))
+        out = jax.device_get(fn(params, padded))
         for name, values in out.items():
             pieces.setdefault(name, []).append(np.asarray(values)[: stop - start])
+        if progress is not None:
+            progress.update(stop - start)
     return {name: np.concatenate(parts) for name, parts in pieces.items()}
+
+
+def render_rays(
+    render_fn: Callable, params, rays: Mapping[str, np.ndarray], chunk_size: int, mesh: Mesh
+) -> dict[str, np.ndarray]:
+    """rays: dict of [M, k] arrays -> dict of [M, ...] numpy outputs of ``render_fn``, in
+    chunks of ``chunk_size`` rays (rounded up to :func:`chunk_unit`)."""
+    fields = {name: rays[name] for name in RAY_FIELDS}
+    return map_chunks(render_fn, params, fields, round_chunk(chunk_size, chunk_unit(mesh)), mesh)
 
 
 def render_image(

@@ -21,9 +21,8 @@ from raynerf.data.cameras import camera_rays
 from raynerf.data.poses import transform_points
 from raynerf.data.scene import load_scene
 from raynerf.errors import RaynerfError
-from raynerf.export import colours_to_uint8, to_frame
+from raynerf.export import to_frame
 from raynerf.export.mesh import (
-    contract_jacobian_inverse,
     contracted_limit,
     drop_small_components,
     frontal_viewdirs,
@@ -32,7 +31,6 @@ from raynerf.export.mesh import (
     pixel_footprint,
     sample_gaussians,
     surface_values,
-    uncontract,
     write_mesh_ply,
 )
 from raynerf.export.pointcloud import (
@@ -43,6 +41,8 @@ from raynerf.export.pointcloud import (
     write_points_ply,
 )
 from raynerf.model import coords
+from raynerf.model.coords import contract_jacobian_inverse, uncontract
+from raynerf.render.images import to_uint8
 
 
 def _points(count: int, seed: int, max_radius: float) -> np.ndarray:
@@ -269,7 +269,7 @@ def test_the_colmap_frame_undoes_the_normalisation(scene):
 def test_ply_files_read_back(tmp_path: Path):
     rng = np.random.default_rng(5)
     xyz = rng.normal(size=(50, 3))
-    rgb = colours_to_uint8(rng.uniform(-0.1, 1.1, size=(50, 3)))
+    rgb = to_uint8(rng.uniform(-0.1, 1.1, size=(50, 3)))
     write_points_ply(tmp_path / "points.ply", xyz, rgb)
     vertex = plyfile.PlyData.read(str(tmp_path / "points.ply"))["vertex"]
     assert [p.name for p in vertex.properties] == ["x", "y", "z", "red", "green", "blue"]
@@ -277,7 +277,7 @@ def test_ply_files_read_back(tmp_path: Path):
     np.testing.assert_array_equal(np.stack([vertex[c] for c in ("red", "green", "blue")], -1), rgb)
 
     sphere = trimesh.creation.icosphere(subdivisions=1)
-    colours = colours_to_uint8(rng.uniform(size=(len(sphere.vertices), 3)))
+    colours = to_uint8(rng.uniform(size=(len(sphere.vertices), 3)))
     write_mesh_ply(tmp_path / "mesh.ply", sphere.vertices, sphere.faces, colours)
     back = trimesh.load(tmp_path / "mesh.ply", process=False)
     np.testing.assert_allclose(back.vertices, sphere.vertices, rtol=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from small_run import small_config, small_scene
 
@@ -20,3 +22,11 @@ def viewed_run(tmp_path_factory):
     config = small_config(root / "cache", "train.checkpoint_every=4")
     train(config, scene, root / "run", show_progress=False, should_stop=lambda step: step >= VIEWED_STEP)
     return config, scene, root / "run", VIEWED_STEP
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

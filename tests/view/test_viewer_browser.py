@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -97,12 +96,6 @@ def _pose(view) -> np.ndarray:
     return pose_from_viser(view.client.camera.wxyz, view.client.camera.position)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _click(driver, label: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -119,7 +112,7 @@ def _drag(driver, dx: int, dy: int) -> None:
     ).release().perform()
 
 
-def test_the_page_shows_the_scene_follows_the_camera_and_saves_a_path(trained_small_run, tmp_path):
+def test_the_page_shows_the_scene_follows_the_camera_and_saves_a_path(trained_small_run, tmp_path, free_port):
     run = trained_small_run
     config, scene_path, workdir = run.config, run.scene, run.workdir
     driver = _browser()
@@ -129,9 +122,7 @@ def test_the_page_shows_the_scene_follows_the_camera_and_saves_a_path(trained_sm
     renderer.warm_up()
     scene = load_configured_scene(scene_path, config.data)
     path_file = tmp_path / "viewer_path.json"
-    viewer = Viewer(
-        renderer, scene, step, path_file=path_file, path_size=(64, 48), frames=12, port=_free_port()
-    )
+    viewer = Viewer(renderer, scene, step, path_file=path_file, path_size=(64, 48), frames=12, port=free_port)
     try:
         viewer.show_cameras.value = False  # the comparisons below are with the rendered image alone
         opened = time.monotonic()

@@ -19,14 +19,6 @@ from raynerf.view.frames import FrameRenderer
 from raynerf.view.server import Viewer, newest_checkpoint
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -53,7 +45,7 @@ def test_a_run_whose_scene_folder_is_gone_names_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_viewer_follows_a_run_that_trains_on(viewed_run, tmp_path):
+def test_the_viewer_follows_a_run_that_trains_on(viewed_run, tmp_path, free_port):
     config, scene_path, workdir, viewed_step = viewed_run
     run = tmp_path / "run"
     shutil.copytree(workdir, run)
@@ -71,7 +63,7 @@ def test_the_viewer_follows_a_run_that_trains_on(viewed_run, tmp_path):
         path_file=tmp_path / "path.json",
         path_size=(64, 48),
         newest=newest,
-        port=_free_port(),
+        port=free_port,
         follow_seconds=0.2,
     )
     try:
