@@ -99,7 +99,7 @@ class TrainConfig:
     adam_eps: float = 1e-6
     grad_max_norm: float = 1e-3
     grad_clip_scope: Literal["global", "per_network"] = (
-        "global"  # "global" norm, or "per_network" (each MLP apart)
+        "per_network"  # each MLP by its own norm (multinerf's), or by the "global" norm
     )
     charb_padding: float = 0.001
     data_loss_mult: float = 1.0

@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from raynerf.config import TrainConfig
+from raynerf.config import TrainConfig, load_config
+from raynerf.model.mipnerf360 import MipNerf360
 from raynerf.training.optim import learning_rate, make_optimizer
+from raynerf.training.step import example_rays
 
 PAPER = TrainConfig()  # 2e-3 -> 2e-5 over 250k steps, 512-step warm-up from 1 %
 
@@ -61,7 +63,7 @@ def _first_update(config: TrainConfig, grads):
 
 
 def test_large_gradient_is_clipped_to_max_norm():
-    config = TrainConfig(grad_max_norm=1e-3)
+    config = TrainConfig(grad_max_norm=1e-3, grad_clip_scope="global")
     grads = {"a": jnp.array([3.0, -4.0]), "b": jnp.array([[12.0]])}  # global norm 13
     _, state = _first_update(config, grads)
     adam_state = state[1][0]
@@ -98,8 +100,34 @@ def test_per_network_clipping_scales_each_network_on_its_own():
     np.testing.assert_allclose(mu["nerf_mlp"]["w"], 0.1 * np.array([3e-4, 0.0]), rtol=1e-5)
     np.testing.assert_allclose(mu["nerf_mlp"]["b"], 0.1 * np.array([4e-4]), rtol=1e-5)
     # The global scope shrinks both by the same factor instead.
-    _, state = _first_update(TrainConfig(grad_max_norm=1e-3), grads)
+    _, state = _first_update(TrainConfig(grad_max_norm=1e-3, grad_clip_scope="global"), grads)
     total = math.sqrt(25 + 25e-8)
     np.testing.assert_allclose(
         state[1][0].mu["nerf_mlp"]["b"], 0.1 * 1e-3 / total * np.array([4e-4]), rtol=1e-5
     )
+
+
+def test_default_clipping_treats_each_network_of_the_model_apart():
+    """The default (multinerf's per-network clipping) on the real model's parameter
+    tree: a gradient of ones on the proposal MLP is scaled to norm 1e-3, a small one on
+    the NeRF MLP passes as it is. Were the tree wrapped in one entry (or the default
+    global), the NeRF MLP's part would be scaled too."""
+    config = load_config("tiny", [])
+    assert config.train.grad_clip_scope == "per_network"
+    shapes = jax.eval_shape(
+        lambda key: MipNerf360(config.model).init(key, None, example_rays())["params"], jax.random.PRNGKey(0)
+    )
+    assert sorted(shapes) == ["nerf_mlp", "prop_mlp"]
+    grads = {
+        "prop_mlp": jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes["prop_mlp"]),
+        "nerf_mlp": jax.tree.map(lambda s: jnp.full(s.shape, 1e-9, s.dtype), shapes["nerf_mlp"]),
+    }
+    count = lambda tree: sum(leaf.size for leaf in jax.tree.leaves(tree))
+    assert 1e-9 * math.sqrt(count(grads["nerf_mlp"])) < 1e-3  # under the limit
+    _, state = _first_update(config.train, grads)
+    mu = state[1][0].mu
+    prop_scale = 1e-3 / math.sqrt(count(grads["prop_mlp"]))
+    for leaf in jax.tree.leaves(mu["prop_mlp"]):
+        np.testing.assert_allclose(leaf, 0.1 * prop_scale, rtol=1e-4)
+    for leaf in jax.tree.leaves(mu["nerf_mlp"]):
+        np.testing.assert_allclose(leaf, 0.1 * 1e-9, rtol=1e-4)
