@@ -90,7 +90,7 @@ def contract_jacobian(x: Array) -> Array:
     return jnp.where(outside[..., None, None], jac, eye)
 
 
-def uncontract(y: jnp.ndarray) -> jnp.ndarray:
+def uncontract(y: Array) -> Array:
     """The inverse of :func:`contract`: contracted points ``y``
     [..., 3] with ``|y| < 2`` -> metric points [..., 3]. Inside the unit ball the
     identity; outside, ``y / |y| / (2 - |y|)``."""
@@ -100,7 +100,7 @@ def uncontract(y: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(outside, y / (safe * (2.0 - safe)), y)
 
 
-def contract_jacobian_inverse(x: jnp.ndarray) -> jnp.ndarray:
+def contract_jacobian_inverse(x: Array) -> Array:
     """The inverse of the contraction's Jacobian at metric points ``x`` [..., 3] ->
     [..., 3, 3]: outside the unit ball, with ``r = |x|`` and ``u = x / r``, the radial
     direction is stretched by ``r^2`` and the tangential ones by ``r^2 / (2r - 1)``
