@@ -16,8 +16,10 @@ Training follows multinerf's ``train.py`` (its fixed seeds, ``setup_model``, its
 prefetching dataset, its training fraction) and scoring its ``eval.py`` (the final
 parameters at training fraction 1, ``render_image``, ``MetricHarness``: the mean over
 views of each view's PSNR and SSIM), without its TensorBoard writer or checkpoints, so
-TensorFlow is not needed. The last line printed is JSON: ``psnr``, ``ssim``, ``views``.
-multinerf reads only the first COLMAP camera, so give it captures with one camera.
+TensorFlow is not needed. ``--seed_offset K`` adds K to both of its seeds, so that its
+seed-to-seed spread can be measured as raynerf's is with ``train.seed``. The last line
+printed is JSON: ``psnr``, ``ssim``, ``views``, ``seed_offset``. multinerf reads only the
+first COLMAP camera, so give it captures with one camera.
 """
 
 from __future__ import annotations
@@ -30,16 +32,17 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
+from absl import app, flags
 from internal import configs, datasets, image, models, train_utils  # multinerf's package
 
 configs.define_common_flags()
+SEED_OFFSET = flags.DEFINE_integer("seed_offset", 0, "Added to multinerf's JAX and numpy seeds.")
 
 
 def train(config):
     """multinerf's parameters after ``config.max_steps`` steps, unreplicated."""
-    key = jax.random.PRNGKey(20200823)
-    np.random.seed(20201473)  # multinerf's train.py seeds
+    key = jax.random.PRNGKey(20200823 + SEED_OFFSET.value)
+    np.random.seed(20201473 + SEED_OFFSET.value)  # multinerf's train.py seeds
     dataset = datasets.load_dataset("train", config.data_dir, config)
     cameras = tuple(jnp.array(x) if isinstance(x, np.ndarray) else x for x in dataset.cameras)
     key, init_key = jax.random.split(key)
@@ -73,6 +76,7 @@ def score(config, params) -> dict:
         "psnr": float(np.mean([v["psnr"] for v in views])),
         "ssim": float(np.mean([v["ssim"] for v in views])),
         "views": len(views),
+        "seed_offset": SEED_OFFSET.value,
     }
 
 
