@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from internal import configs, datasets, image, models, train_utils  # multinerf's package
+from multinerf_setup import setup_training
 
 configs.define_common_flags()
 SEED_OFFSET = flags.DEFINE_integer("seed_offset", 0, "Added to multinerf's JAX and numpy seeds.")
@@ -41,15 +42,7 @@ SEED_OFFSET = flags.DEFINE_integer("seed_offset", 0, "Added to multinerf's JAX a
 
 def train(config):
     """multinerf's parameters after ``config.max_steps`` steps, unreplicated."""
-    key = jax.random.PRNGKey(20200823 + SEED_OFFSET.value)
-    np.random.seed(20201473 + SEED_OFFSET.value)  # multinerf's train.py seeds
-    dataset = datasets.load_dataset("train", config.data_dir, config)
-    cameras = tuple(jnp.array(x) if isinstance(x, np.ndarray) else x for x in dataset.cameras)
-    key, init_key = jax.random.split(key)
-    _, state, _, train_pstep, _ = train_utils.setup_model(config, init_key, dataset=dataset)
-    state = flax.jax_utils.replicate(state)
-    batches = flax.jax_utils.prefetch_to_device(dataset, 3)
-    keys = jax.random.split(key, jax.local_device_count())
+    state, train_pstep, cameras, batches, keys = setup_training(config, SEED_OFFSET.value)
     start = time.perf_counter()
     for step in range(1, config.max_steps + 1):
         train_frac = jnp.clip((step - 1) / (config.max_steps - 1), 0, 1)

@@ -12,6 +12,8 @@ checkout (and the pycolmap it needs), run from that checkout, and pass its gin f
 It sets up the model and data as multinerf's ``train.py`` does (its seeds, its
 ``setup_model``, its prefetching dataset), runs three warm-up steps, prints ``ready``,
 and then times each step from taking the next batch to the step's results being ready.
+multinerf's ``load_config`` writes the gin config into ``Config.checkpoint_dir``, so
+bind one (any writable folder).
 """
 
 from __future__ import annotations
@@ -19,27 +21,18 @@ from __future__ import annotations
 import sys
 import time
 
-import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app
-from internal import configs, datasets, train_utils  # multinerf's package
+from internal import configs  # multinerf's package
+from multinerf_setup import setup_training
 
 configs.define_common_flags()
 
 
 def main(_) -> None:
-    np.random.seed(20201473)  # multinerf's train.py seeds
-    key = jax.random.PRNGKey(20200823)
     config = configs.load_config()
-    dataset = datasets.load_dataset("train", config.data_dir, config)
-    cameras = tuple(jnp.array(x) if isinstance(x, np.ndarray) else x for x in dataset.cameras)
-    key, init_key = jax.random.split(key)
-    _, state, _, train_pstep, _ = train_utils.setup_model(config, init_key, dataset=dataset)
-    state = flax.jax_utils.replicate(state)
-    batches = flax.jax_utils.prefetch_to_device(dataset, 3)
-    keys = jax.random.split(key, jax.local_device_count())
+    state, train_pstep, cameras, batches, keys = setup_training(config)
     done = 0
 
     def one_step():
