@@ -29,11 +29,10 @@ import json
 import time
 
 import flax
-import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from internal import configs, datasets, image, models, train_utils  # multinerf's package
+from internal import configs, datasets, image, models  # multinerf's package
 from multinerf_setup import setup_training
 
 configs.define_common_flags()
@@ -41,8 +40,9 @@ SEED_OFFSET = flags.DEFINE_integer("seed_offset", 0, "Added to multinerf's JAX a
 
 
 def train(config):
-    """multinerf's parameters after ``config.max_steps`` steps, unreplicated."""
-    state, train_pstep, cameras, batches, keys = setup_training(config, SEED_OFFSET.value)
+    """multinerf's parameters after ``config.max_steps`` steps (unreplicated) and its
+    renderer for them."""
+    state, train_pstep, render_eval_pfn, cameras, batches, keys = setup_training(config, SEED_OFFSET.value)
     start = time.perf_counter()
     for step in range(1, config.max_steps + 1):
         train_frac = jnp.clip((step - 1) / (config.max_steps - 1), 0, 1)
@@ -50,12 +50,11 @@ def train(config):
         if step % 50 == 0:
             psnr = float(flax.jax_utils.unreplicate(stats)["psnr"])
             print(f"step {step}: train PSNR {psnr:.2f} dB, {time.perf_counter() - start:.0f} s", flush=True)
-    return flax.jax_utils.unreplicate(state).params
+    return flax.jax_utils.unreplicate(state).params, render_eval_pfn
 
 
-def score(config, params) -> dict:
+def score(config, params, render_eval_pfn) -> dict:
     """Mean PSNR and SSIM over the test split, as multinerf's eval.py computes them."""
-    _, _, render_eval_pfn, _, _ = train_utils.setup_model(config, jax.random.PRNGKey(20200823))
     test = datasets.load_dataset("test", config.data_dir, config)
     render = functools.partial(render_eval_pfn, params, 1.0)
     harness = image.MetricHarness()
@@ -75,7 +74,7 @@ def score(config, params) -> dict:
 
 def main(_) -> None:
     config = configs.load_config(save_config=False)
-    print(json.dumps(score(config, train(config))))
+    print(json.dumps(score(config, *train(config))))
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ from internal import datasets, train_utils  # multinerf's package
 
 
 class Training(NamedTuple):
-    """What multinerf's train loop steps with: ``train_pstep(keys, state, batch, cameras, ...)``."""
+    """What multinerf's train loop steps with: ``train_pstep(keys, state, batch, cameras, ...)``,
+    and the renderer its eval.py scores views with: ``render_eval_pfn(params, train_frac, ...)``."""
 
     state: object  # replicated over the local devices
     train_pstep: object
+    render_eval_pfn: object
     cameras: tuple
     batches: object  # multinerf's prefetching iterator of training batches
     keys: jax.Array  # [local devices, 2]
@@ -30,10 +32,11 @@ def setup_training(config, seed_offset: int = 0) -> Training:
     dataset = datasets.load_dataset("train", config.data_dir, config)
     cameras = tuple(jnp.array(x) if isinstance(x, np.ndarray) else x for x in dataset.cameras)
     key, init_key = jax.random.split(key)
-    _, state, _, train_pstep, _ = train_utils.setup_model(config, init_key, dataset=dataset)
+    _, state, render_eval_pfn, train_pstep, _ = train_utils.setup_model(config, init_key, dataset=dataset)
     return Training(
         state=flax.jax_utils.replicate(state),
         train_pstep=train_pstep,
+        render_eval_pfn=render_eval_pfn,
         cameras=cameras,
         batches=flax.jax_utils.prefetch_to_device(dataset, 3),
         keys=jax.random.split(key, jax.local_device_count()),

@@ -32,7 +32,7 @@ configs.define_common_flags()
 
 def main(_) -> None:
     config = configs.load_config()
-    state, train_pstep, cameras, batches, keys = setup_training(config)
+    state, train_pstep, _, cameras, batches, keys = setup_training(config)
     done = 0
 
     def one_step():
