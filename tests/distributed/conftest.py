@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 TINY = (
@@ -93,3 +95,23 @@ def restore_state(workdir: Path, config, step: int):
 def checkpoint_steps(workdir: Path) -> list[int]:
     """The finished checkpoints on disk (orbax renames a save into a number when done)."""
     return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def alive(procs: list[psutil.Process]) -> list[str]:
+    """``pid name`` of those of ``procs`` still running (zombies count as gone)."""
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{p.pid} {p.name()}")
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def wait_gone(procs: list[psutil.Process], seconds: float) -> list[str]:
+    """Waits up to ``seconds`` for ``procs`` to end; returns those still running."""
+    deadline = time.time() + seconds
+    while alive(procs) and time.time() < deadline:
+        time.sleep(0.5)
+    return alive(procs)

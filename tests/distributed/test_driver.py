@@ -17,6 +17,7 @@ import time
 
 import psutil
 import pytest
+from conftest import wait_gone
 
 from raynerf.distributed import reaper
 from raynerf.distributed.jaxdist import CoordinatorPort, cpu_worker_env
@@ -80,24 +81,6 @@ def test_coordinator_port_is_held_until_jax_binds_it():
     free.close()
 
 
-def _alive(procs: list[psutil.Process]) -> list[str]:
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(f"{p.pid} {p.name()}")
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
-def _wait_gone(procs: list[psutil.Process], seconds: float) -> list[str]:
-    deadline = time.time() + seconds
-    while _alive(procs) and time.time() < deadline:
-        time.sleep(0.5)
-    return _alive(procs)
-
-
 _DRIVER = """
 import os, time, ray
 from raynerf.distributed.launch import connect
@@ -130,7 +113,7 @@ def test_local_ray_dies_with_its_driver(ray_tmpdir, sig):
         assert {"gcs_server", "raylet"} <= names and any("Agent" in n for n in names), names
         driver.send_signal(sig)
         driver.wait(timeout=60)
-        assert _wait_gone(spawned, 30) == []
+        assert wait_gone(spawned, 30) == []
     finally:
         if driver.poll() is None:
             driver.kill()
