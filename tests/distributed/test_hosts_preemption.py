@@ -9,6 +9,7 @@ Slow: real Ray Train workers joined by jax.distributed over gloo.
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import pytest
@@ -53,8 +54,14 @@ def test_sigterm_on_a_worker_host_checkpoints_an_agreed_step_and_resumes(ray_loc
     restarts = [r for r in records if r.get("event") == "restart"]
     assert len(restarts) == 1, restarts
     cause, agreed = restarts[0]["cause"], restarts[0]["step"]
-    assert cause.startswith("hosts 0, 1: HostPreempted: preemption notice (SIGTERM)"), cause
-    assert f"checkpoint at step {agreed}" in cause
+    # Every host raises HostPreempted once the agreed step is saved, but Ray Train names
+    # only the workers whose failure it has seen when it polls the group: the host that
+    # was slower to raise may be missing (CI once saw "host 0: ..." alone). Whichever are
+    # named, each failed with the notice and nothing else (a note on a host that had
+    # gone silent may follow, as after any failure).
+    notice = r"(host 0|host 1|hosts 0, 1): HostPreempted: preemption notice \(SIGTERM\) on a host; "
+    silent = r"(; host \d (had stopped|stopped) responding .*)?"
+    assert re.fullmatch(notice + rf"every host saved a checkpoint at step {agreed}" + silent, cause), cause
     assert signalled["step"] <= agreed < STEPS
     # checkpoint_every is 1000: a checkpoint at the agreed step is the preemption's.
     assert checkpoint_steps(workdir) == [agreed, STEPS]
