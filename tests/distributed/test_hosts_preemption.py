@@ -56,9 +56,9 @@ def test_sigterm_on_a_worker_host_checkpoints_an_agreed_step_and_resumes(ray_loc
     cause, agreed = restarts[0]["cause"], restarts[0]["step"]
     # Every host raises HostPreempted once the agreed step is saved, but Ray Train names
     # only the workers whose failure it has seen when it polls the group: the host that
-    # was slower to raise may be missing (CI once saw "host 0: ..." alone). Whichever are
-    # named, each failed with the notice and nothing else (a note on a host that had
-    # gone silent may follow, as after any failure).
+    # was slower to raise may be missing. Whichever are named, each failed with the
+    # notice and nothing else (a note on a host that had gone silent may follow, as
+    # after any failure).
     notice = r"(host 0|host 1|hosts 0, 1): HostPreempted: preemption notice \(SIGTERM\) on a host; "
     silent = r"(; host \d (had stopped|stopped) responding .*)?"
     assert re.fullmatch(notice + rf"every host saved a checkpoint at step {agreed}" + silent, cause), cause
